@@ -1,0 +1,186 @@
+"""Assembly: build the PTB Application with tipline's handlers, limiter and jobs, and run it.
+
+tipline does its own polling (bot/polling.py: journaled, so nothing is lost on a crash)
+and its own outbox delivery (bot/sender.py); PTB's Updater is not used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+from telegram import BotCommand, Update
+from telegram.constants import ParseMode
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackContext,
+    CallbackQueryHandler,
+    ChatMemberHandler,
+    CommandHandler,
+    ContextTypes,
+    Defaults,
+    MessageHandler,
+    filters,
+)
+
+from bot import logs
+from bot.clock import Clock, SystemClock
+from bot.config import Config, require_secrets
+from bot.deps import Deps, make_keyring, make_router
+from bot.drafts import SessionStore
+from bot.polling import DurablePoller
+from bot.ratelimit import PacingRateLimiter
+from bot.sender import OutboxSender
+from bot.texts import Texts
+from handlers import citizen, errors, staff
+from handlers.common import BotData, Context, reply
+from storage.db import make_engine, make_sessions, upgrade
+
+log = logging.getLogger(__name__)
+
+
+def build_deps(config: Config, clock: Clock | None = None, engine: Engine | None = None) -> tuple[Deps, Engine]:
+    engine = engine or make_engine(config.database.url, echo=config.database.echo)
+    deps = Deps(
+        config=config,
+        sessions=make_sessions(engine),
+        keyring=make_keyring(config),
+        texts=Texts(config),
+        clock=clock or SystemClock(),
+        router=make_router(config),
+        chats=SessionStore(timedelta(minutes=config.intake.draft_ttl_minutes)),
+    )
+    return deps, engine
+
+
+def build_application(deps: Deps) -> Application[Any, Any, Any, Any, Any, Any]:
+    cfg = deps.config
+    tg = cfg.telegram
+    app = (
+        ApplicationBuilder()
+        .token(tg.token)
+        .base_url(tg.base_url)
+        .base_file_url(tg.base_file_url)
+        .updater(None)
+        .defaults(Defaults(parse_mode=ParseMode.HTML, tzinfo=cfg.campaign.tz))
+        .context_types(ContextTypes(context=CallbackContext, bot_data=BotData))
+        .rate_limiter(
+            PacingRateLimiter(
+                global_per_second=tg.global_per_second,
+                per_chat_per_second=tg.per_chat_per_second,
+                group_per_minute=tg.group_per_minute,
+            )
+        )
+        .connection_pool_size(64)
+        .pool_timeout(30.0)
+        .build()
+    )
+    app.bot_data["deps"] = deps
+    register_handlers(app)
+    app.job_queue.run_repeating(_sweep_sessions, interval=60, first=60, name="sweep-sessions",
+                                job_kwargs={"misfire_grace_time": 60, "coalesce": True})
+    return app
+
+
+def register_handlers(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    app.add_handler(CommandHandler("join", staff.join))
+    app.add_handler(CommandHandler("start", citizen.start))
+    app.add_handler(CommandHandler("help", citizen.help_command))
+    app.add_handler(CommandHandler("cancel", citizen.cancel))
+    app.add_handler(CallbackQueryHandler(staff.on_ack, pattern=r"^ack:"))
+    app.add_handler(CallbackQueryHandler(citizen.on_button))
+    app.add_handler(MessageHandler(filters.ChatType.PRIVATE & ~filters.COMMAND, citizen.on_message))
+    app.add_handler(MessageHandler(filters.ChatType.PRIVATE & filters.COMMAND, _unknown_command))
+    app.add_handler(ChatMemberHandler(staff.chat_member, ChatMemberHandler.MY_CHAT_MEMBER))
+    app.add_error_handler(errors.on_error)
+
+
+async def _unknown_command(update: Update, context: Context) -> None:
+    deps = context.bot_data["deps"]
+    await reply(update, context, deps.texts.msg(deps.config.campaign.default_language, "unknown_command"))
+
+
+async def _sweep_sessions(context: Context) -> None:
+    deps: Deps = context.bot_data["deps"]
+    deps.chats.sweep(deps.clock.now())
+
+
+COMMANDS = {
+    "zh": [("start", "开始 / 举报"), ("cancel", "取消当前操作"), ("help", "帮助")],
+    "en": [("start", "Start / report a tip"), ("cancel", "Cancel what you are doing"), ("help", "Help")],
+}
+
+
+class Runtime:
+    """tipline running: the PTB application, the durable poller and the outbox sender."""
+
+    def __init__(self, config: Config, clock: Clock | None = None, engine: Engine | None = None,
+                 migrate: bool = True) -> None:
+        self.config = config
+        logs.quiet_libraries()  # whatever the host's logging set-up: no library logs an update
+        self.deps, self.engine = build_deps(config, clock, engine)
+        if migrate:
+            upgrade(self.engine)
+        self.app = build_application(self.deps)
+        self.sender = OutboxSender(self.app.bot, self.deps)
+        self.poller = DurablePoller(self.app, self.deps, timeout=config.telegram.poll_timeout_seconds)
+        self.app.bot_data["poller"] = self.poller
+        self._poll_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.app.initialize()
+        await self.app.start()
+        with contextlib.suppress(Exception):
+            await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS["zh"]])
+            await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS["en"]], language_code="en")
+        self.sender.start()
+        self._poll_task = asyncio.create_task(self.poller.run(), name="tipline-poller")
+
+    async def stop(self) -> None:
+        """A graceful stop: finish the update at hand, let in-flight messages land."""
+        self.poller.stop()
+        if self._poll_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poll_task
+        await self.sender.stop()
+        await self.app.stop()
+        await self.app.shutdown()
+
+    async def crash(self) -> None:
+        """Die abruptly (tests): tasks cancelled mid-flight, nothing finished or recorded."""
+        for task in (self._poll_task, self.sender._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        with contextlib.suppress(Exception):
+            await self.app.stop()
+            await self.app.shutdown()
+        self.engine.dispose()
+
+    async def wait(self) -> None:
+        if self._poll_task is not None:
+            await self._poll_task
+
+
+async def serve(config: Config) -> None:
+    require_secrets(config)
+    runtime = Runtime(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, runtime.poller.stop)
+    await runtime.start()
+    me = runtime.app.bot
+    log.info("tipline is running as @%s", me.username)
+    try:
+        await runtime.wait()
+    finally:
+        await runtime.stop()
+        log.info("tipline stopped")

@@ -1,0 +1,197 @@
+"""`tipline ...`: run the bot and administer it from the shell (the accountability office).
+
+    tipline run                         start the bot (creates/upgrades the database first)
+    tipline migrate                     create or upgrade the database only
+    tipline invite --role lead --team 3 a one-time code for /join in a private chat
+    tipline invite --group --team 3     a one-time code that binds a team's Telegram group
+    tipline teams                       teams, their members and bound groups
+    tipline outbox                      delivery state of messages to staff
+    tipline init                        write config.toml from the example, with new secrets
+    tipline keygen                      print a new pepper and data key
+    tipline check-config                validate the configuration and say what is wrong
+
+The configuration file is --config, else $TIPLINE_CONFIG, else ./config.toml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from bot import logs
+from bot.config import Config, ConfigError, load_config, require_storage_secrets
+from bot.security import new_data_key, new_pepper
+
+
+def _config(args: argparse.Namespace) -> Config:
+    path = args.config or os.environ.get("TIPLINE_CONFIG") or "config.toml"
+    return load_config(path)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bot.app import serve
+
+    config = _config(args)
+    logs.configure(config.logging.level)
+    asyncio.run(serve(config))
+    return 0
+
+
+def _open_db(config: Config):  # type: ignore[no-untyped-def]
+    from bot.app import build_deps
+    from storage.db import upgrade
+
+    require_storage_secrets(config)
+    deps, engine = build_deps(config)
+    upgrade(engine)
+    return deps
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    config = _config(args)
+    logs.configure(config.logging.level)
+    _open_db(config)
+    print("database is at the latest schema")
+    return 0
+
+
+def cmd_invite(args: argparse.Namespace) -> int:
+    from bot.services.staff import create_invite
+
+    config = _config(args)
+    logs.quiet_libraries()
+    if args.team is not None and config.team(args.team) is None:
+        raise ConfigError(f"--team {args.team}: no such team in [[teams]]")
+    if args.group and args.team is None:
+        raise ConfigError("--group needs --team N")
+    if not args.group and args.role in ("lead", "member") and args.team is None:
+        raise ConfigError(f"--role {args.role} needs --team N")
+    deps = _open_db(config)
+    with deps.sessions.begin() as session:
+        code = create_invite(
+            session, deps.keyring, deps.clock.now(),
+            kind="group" if args.group else "person",
+            role=None if args.group else args.role,
+            team_number=args.team if (args.group or args.role != "office") else None,
+            valid_for=timedelta(days=args.days),
+        )
+    what = f"binds a group to team {args.team}" if args.group else (
+        f"registers a {args.role}" + (f" of team {args.team}" if args.team and args.role != "office" else ""))
+    print(code)
+    print(f"one-time code, {what}; valid {args.days} days. Use: /join {code}", file=sys.stderr)
+    return 0
+
+
+def cmd_teams(args: argparse.Namespace) -> int:
+    from storage.models import Staff, TeamChat
+
+    config = _config(args)
+    logs.quiet_libraries()
+    deps = _open_db(config)
+    lang = "en" if args.en else config.campaign.default_language
+    with deps.sessions.begin() as session:
+        staff = session.scalars(select(Staff).order_by(Staff.team_number, Staff.role, Staff.id)).all()
+        chats = session.scalars(select(TeamChat).order_by(TeamChat.team_number, TeamChat.id)).all()
+        for team in config.teams:
+            print(f"{team.number}  {team.name.get(lang)}  (delivery: {team.delivery})")
+            for chat in [c for c in chats if c.team_number == team.number]:
+                state = "" if chat.active else "  [inactive]"
+                print(f"     group  {chat.title or '-'}  {chat.chat_id}{state}")
+            for member in [s for s in staff if s.team_number == team.number]:
+                state = "" if member.active else "  [inactive]"
+                print(f"     {member.role:<6} {member.display_name}  {member.telegram_user_id}{state}")
+        office = [s for s in staff if s.role == "office"]
+        if office:
+            print("office")
+            for member in office:
+                print(f"     office {member.display_name}  {member.telegram_user_id}")
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from bot.services.outbox import counts
+
+    config = _config(args)
+    logs.quiet_libraries()
+    deps = _open_db(config)
+    with deps.sessions.begin() as session:
+        c = counts(session)
+    total = sum(c.values())
+    print(f"{total} messages: " + ", ".join(f"{k} {c.get(k, 0)}" for k in ("sent", "pending", "sending", "failed")))
+    return 0
+
+
+def cmd_keygen(_args: argparse.Namespace) -> int:
+    print(f'pepper = "{new_pepper()}"')
+    print(f'data_key = "{new_data_key()}"')
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write config.toml from the example, with a fresh pepper and data key."""
+    from pathlib import Path
+
+    target = Path(args.config or os.environ.get("TIPLINE_CONFIG") or "config.toml")
+    if target.exists():
+        print(f"tipline: {target} exists; not overwritten", file=sys.stderr)
+        return 1
+    example = Path(__file__).resolve().parent.parent / "config.example.toml"
+    text = example.read_text(encoding="utf-8")
+    text = text.replace('pepper = ""', f'pepper = "{new_pepper()}"', 1)
+    text = text.replace('data_key = ""', f'data_key = "{new_data_key()}"', 1)
+    target.write_text(text, encoding="utf-8")
+    target.chmod(0o600)
+    print(f"wrote {target} with a new pepper and data key: keep it secret and backed up; "
+          "set telegram.token there or in TIPLINE_BOT_TOKEN")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    require_storage_secrets(config)
+    print(f"configuration is valid: {len(config.categories)} categories, {len(config.units)} units, "
+          f"{len(config.teams)} teams, {len(config.routing.rules)} routing rules")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tipline", description="tipline: an anonymous tip line on Telegram")
+    p.add_argument("--config", help="configuration file (default: $TIPLINE_CONFIG or ./config.toml)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start the bot").set_defaults(func=cmd_run)
+    sub.add_parser("migrate", help="create or upgrade the database").set_defaults(func=cmd_migrate)
+    inv = sub.add_parser("invite", help="print a one-time invite code")
+    inv.add_argument("--role", choices=("lead", "member", "office"), default="member")
+    inv.add_argument("--team", type=int)
+    inv.add_argument("--group", action="store_true", help="a code that binds a team's Telegram group")
+    inv.add_argument("--days", type=int, default=7, help="days the code stays valid (default 7)")
+    inv.set_defaults(func=cmd_invite)
+    teams = sub.add_parser("teams", help="list teams, members and bound groups")
+    teams.add_argument("--en", action="store_true", help="team names in English")
+    teams.set_defaults(func=cmd_teams)
+    sub.add_parser("outbox", help="delivery state of messages to staff").set_defaults(func=cmd_outbox)
+    sub.add_parser("keygen", help="print a new pepper and data key").set_defaults(func=cmd_keygen)
+    sub.add_parser("init", help="write config.toml from the example, with new secrets").set_defaults(func=cmd_init)
+    sub.add_parser("check-config", help="validate the configuration").set_defaults(func=cmd_check)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"tipline: configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

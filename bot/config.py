@@ -1,0 +1,300 @@
+"""tipline's configuration: a TOML file read with tomllib, validated by pydantic.
+
+Every key is documented in ``config.example.toml`` (a test keeps the two in step).
+Secrets may come from the environment instead of the file:
+
+    TIPLINE_BOT_TOKEN      telegram.token
+    TIPLINE_DATABASE_URL   database.url
+    TIPLINE_PEPPER         security.pepper
+    TIPLINE_DATA_KEY       security.data_key
+
+A broken file is refused with a message that names the key, e.g.
+``routing.rules[2].team: team 9 is not one of the [[teams]] numbers``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+LANGUAGES: tuple[str, ...] = ("zh-CN", "en")
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "TIPLINE_BOT_TOKEN": ("telegram", "token"),
+    "TIPLINE_DATABASE_URL": ("database", "url"),
+    "TIPLINE_PEPPER": ("security", "pepper"),
+    "TIPLINE_DATA_KEY": ("security", "data_key"),
+}
+KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key at fault."""
+
+
+class _Model(BaseModel):
+    # Unknown keys are typos more often than not: refuse them by name.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocalizedName(_Model):
+    zh_CN: str = Field(alias="zh-CN", min_length=1, max_length=64)
+    en: str = Field(min_length=1, max_length=64)
+
+    def get(self, lang: str) -> str:
+        return self.en if lang == "en" else self.zh_CN
+
+
+class TelegramConfig(_Model):
+    token: str = ""
+    base_url: str = "https://api.telegram.org/bot"
+    base_file_url: str = "https://api.telegram.org/file/bot"
+    poll_timeout_seconds: int = Field(default=30, ge=0, le=50)
+    # Sending limits, applied to every request tipline makes (Telegram's published limits).
+    global_per_second: float = Field(default=30.0, gt=0, le=1000)
+    per_chat_per_second: float = Field(default=1.0, gt=0, le=100)
+    group_per_minute: float = Field(default=20.0, gt=0, le=6000)
+    max_send_attempts: int = Field(default=12, ge=1, le=1000)
+
+
+class DatabaseConfig(_Model):
+    url: str = "sqlite:///data/tipline.sqlite3"
+    echo: bool = False
+
+
+class SecurityConfig(_Model):
+    pepper: str = ""
+    data_key: str = ""
+    receipt_hash_time_cost: int = Field(default=3, ge=1, le=20)
+    receipt_hash_memory_kib: int = Field(default=65536, ge=8, le=4 * 1024 * 1024)
+    receipt_hash_parallelism: int = Field(default=1, ge=1, le=16)
+
+
+class CampaignConfig(_Model):
+    name: LocalizedName
+    office: LocalizedName
+    timezone: str = "Asia/Shanghai"
+    default_language: Literal["zh-CN", "en"] = "zh-CN"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class IntakeConfig(_Model):
+    text_min_chars: int = Field(default=10, ge=1, le=4000)
+    text_max_chars: int = Field(default=3000, ge=1, le=4000)
+    place_max_chars: int = Field(default=300, ge=1, le=1000)
+    other_unit_max_chars: int = Field(default=60, ge=1, le=200)
+    max_evidence: int = Field(default=10, ge=0, le=50)
+    draft_ttl_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    units_per_page: int = Field(default=8, ge=2, le=40)
+    # Wrong receipt codes: after `receipt_free_attempts` failures a chat waits
+    # base * 2**(n - free) seconds (capped) before its next try.
+    receipt_free_attempts: int = Field(default=3, ge=1, le=100)
+    receipt_backoff_base_seconds: float = Field(default=2.0, ge=0.0, le=3600)
+    receipt_backoff_max_seconds: float = Field(default=900.0, ge=0.0, le=86400)
+    # Flood control for citizens' chats: messages per minute before tipline stops answering for a while.
+    flood_messages_per_minute: int = Field(default=40, ge=5, le=1000)
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> IntakeConfig:
+        if self.text_min_chars > self.text_max_chars:
+            raise ValueError("text_min_chars must not exceed text_max_chars")
+        return self
+
+
+class DeadlinesConfig(_Model):
+    ack_hours: float = Field(default=4.0, gt=0, le=24 * 30)
+    ack_reminder_minutes_before: list[int] = Field(default_factory=lambda: [60])
+    sweep_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+
+class CategoryConfig(_Model):
+    key: Annotated[str, Field(pattern=KEY_PATTERN)]
+    name: LocalizedName
+
+
+class UnitConfig(_Model):
+    key: Annotated[str, Field(pattern=KEY_PATTERN)]
+    kind: Literal["township", "department"]
+    name: LocalizedName
+
+
+class TeamConfig(_Model):
+    number: int = Field(ge=1, le=99)
+    name: LocalizedName
+    # "group": cards go to the team's bound Telegram group; "leads": to each lead's private chat.
+    delivery: Literal["group", "leads"] = "group"
+
+
+class RuleConfig(_Model):
+    id: Annotated[str, Field(pattern=KEY_PATTERN)]
+    team: int
+    category: str | None = None
+    unit: str | None = None
+    unit_kind: Literal["township", "department"] | None = None
+
+
+class RoutingConfig(_Model):
+    fallback_team: int
+    rules: list[RuleConfig] = Field(default_factory=list)
+
+
+class LoggingConfig(_Model):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(_Model):
+    telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    campaign: CampaignConfig
+    intake: IntakeConfig = Field(default_factory=IntakeConfig)
+    deadlines: DeadlinesConfig = Field(default_factory=DeadlinesConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    categories: list[CategoryConfig] = Field(min_length=1)
+    units: list[UnitConfig] = Field(min_length=1)
+    teams: list[TeamConfig] = Field(min_length=1)
+    routing: RoutingConfig
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Config:
+        _unique("categories", [c.key for c in self.categories])
+        _unique("units", [u.key for u in self.units])
+        _unique("teams", [t.number for t in self.teams], field="number")
+        _unique("routing.rules", [r.id for r in self.routing.rules], field="id")
+        if "other" in {u.key for u in self.units}:
+            raise ValueError("units: the key 'other' is reserved for a unit the tipster types")
+        teams = {t.number for t in self.teams}
+        categories = {c.key for c in self.categories}
+        units = {u.key for u in self.units}
+        if self.routing.fallback_team not in teams:
+            raise _KeyedError(
+                "routing.fallback_team",
+                f"team {self.routing.fallback_team} is not one of the [[teams]] numbers",
+            )
+        for i, rule in enumerate(self.routing.rules):
+            where = f"routing.rules[{i}]"
+            if rule.team not in teams:
+                raise _KeyedError(f"{where}.team", f"team {rule.team} is not one of the [[teams]] numbers")
+            if rule.category is not None and rule.category not in categories:
+                raise _KeyedError(f"{where}.category", f"category {rule.category!r} is not in [[categories]]")
+            if rule.unit is not None and rule.unit not in units:
+                raise _KeyedError(f"{where}.unit", f"unit {rule.unit!r} is not in [[units]]")
+            if rule.category is None and rule.unit is None and rule.unit_kind is None:
+                raise _KeyedError(where, "a rule needs at least one of category, unit, unit_kind")
+        return self
+
+    # Look-ups used across the application.
+    def category(self, key: str) -> CategoryConfig:
+        return next(c for c in self.categories if c.key == key)
+
+    def unit(self, key: str) -> UnitConfig | None:
+        return next((u for u in self.units if u.key == key), None)
+
+    def team(self, number: int) -> TeamConfig | None:
+        return next((t for t in self.teams if t.number == number), None)
+
+
+class _KeyedError(ValueError):
+    """A cross-reference error that knows the full key it is about."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+def _unique(section: str, values: list[Any], field: str = "key") -> None:
+    seen: set[Any] = set()
+    for i, value in enumerate(values):
+        if value in seen:
+            raise _KeyedError(f"{section}[{i}].{field}", f"{value!r} appears more than once")
+        seen.add(value)
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _format_validation_error(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        msg = str(err["msg"])
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        key = _format_loc(tuple(err["loc"]))
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not documented in config.example.toml)"
+        lines.append(f"{source}: {key}: {msg}" if key else f"{source}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "config", env: dict[str, str] | None = None) -> Config:
+    """Validate a parsed TOML document, applying environment overrides."""
+    env = dict(os.environ) if env is None else env
+    merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for var, (section, key) in ENV_OVERRIDES.items():
+        value = env.get(var)
+        if value:
+            merged.setdefault(section, {})
+            if not isinstance(merged[section], dict):
+                raise ConfigError(f"{source}: {section}: must be a table")
+            merged[section][key] = value
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(source, exc)) from None
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (copy config.example.toml to start)") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, source=str(path.name), env=env)
+
+
+def require_secrets(config: Config) -> None:
+    """Checks made before the bot runs (the CLI's offline commands need fewer secrets)."""
+    if not config.telegram.token:
+        raise ConfigError("telegram.token: empty; set it in the file or in TIPLINE_BOT_TOKEN")
+    require_storage_secrets(config)
+
+
+def require_storage_secrets(config: Config) -> None:
+    if len(config.security.pepper) < 32:
+        raise ConfigError(
+            "security.pepper: needs at least 32 characters; set it in the file or in TIPLINE_PEPPER "
+            "(generate one with `tipline keygen`)"
+        )
+    if not config.security.data_key:
+        raise ConfigError(
+            "security.data_key: empty; set a Fernet key in the file or in TIPLINE_DATA_KEY "
+            "(generate one with `tipline keygen`)"
+        )
+

@@ -1,0 +1,48 @@
+"""The application's collaborators, built once and handed to handlers and jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.clock import Clock
+from bot.config import Config
+from bot.domain.routing import Router, Rule
+from bot.drafts import SessionStore
+from bot.security import Keyring
+from bot.texts import Texts
+
+
+@dataclass
+class Deps:
+    config: Config
+    sessions: sessionmaker[Session]
+    keyring: Keyring
+    texts: Texts
+    clock: Clock
+    router: Router
+    chats: SessionStore
+    wake_sender: list = field(default_factory=list)  # callbacks that nudge the outbox sender
+
+    def nudge_sender(self) -> None:
+        for wake in self.wake_sender:
+            wake()
+
+
+def make_router(config: Config) -> Router:
+    return Router(
+        [Rule(r.id, r.team, r.category, r.unit, r.unit_kind) for r in config.routing.rules],
+        config.routing.fallback_team,
+    )
+
+
+def make_keyring(config: Config) -> Keyring:
+    sec = config.security
+    return Keyring(
+        sec.pepper,
+        sec.data_key,
+        time_cost=sec.receipt_hash_time_cost,
+        memory_kib=sec.receipt_hash_memory_kib,
+        parallelism=sec.receipt_hash_parallelism,
+    )

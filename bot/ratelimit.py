@@ -1,0 +1,138 @@
+"""Pacing for every Bot API request tipline makes (installed as PTB's rate limiter).
+
+Telegram publishes three limits: about 30 messages a second overall, one a second in a
+private chat, 20 a minute in a group. PTB's AIORateLimiter enforces the first and the
+last, not the per-chat second, and lets `RetryAfter` through by default. This limiter
+spaces requests evenly (a reservation per request: no bursts to be punished for) on all
+three, and when Telegram still answers `RetryAfter`, pauses *every* request for that long
+and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
+from typing import Any
+
+from telegram.error import RetryAfter
+from telegram.ext import BaseRateLimiter
+
+log = logging.getLogger(__name__)
+
+# Requests that are not messages: never paced (a callback answer must be quick).
+UNPACED = frozenset(
+    {
+        "getUpdates",
+        "getMe",
+        "answerCallbackQuery",
+        "deleteWebhook",
+        "setWebhook",
+        "getWebhookInfo",
+        "setMyCommands",
+        "deleteMyCommands",
+        "getMyCommands",
+        "getFile",
+        "getChat",
+        "close",
+        "logOut",
+        "sendChatAction",
+    }
+)
+
+
+JITTER_MARGIN = 0.05  # seconds
+
+
+def retry_after_seconds(exc: RetryAfter) -> float:
+    value: Any = exc._retry_after  # a timedelta in PTB 22; the public property may warn
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class PacingRateLimiter(BaseRateLimiter[int]):
+    def __init__(
+        self,
+        global_per_second: float = 30.0,
+        per_chat_per_second: float = 1.0,
+        group_per_minute: float = 20.0,
+        max_retries: int = 3,
+    ) -> None:
+        self._global_interval = 1.0 / global_per_second
+        # A request reaches Telegram a little after it leaves; spacing per chat carries a
+        # small margin so that network jitter never makes two arrive closer than allowed.
+        self._chat_interval = 1.0 / per_chat_per_second + JITTER_MARGIN
+        self._group_interval = 60.0 / group_per_minute + JITTER_MARGIN
+        self._max_retries = max_retries
+        self._next_global = 0.0
+        self._next_chat: dict[int | str, float] = {}
+        self._paused_until = 0.0
+        self.retry_after_count = 0
+        self.requests = 0
+
+    async def initialize(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        pass
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _reserve(self, chat_id: int | str | None) -> float:
+        """The moment this request may go; reserved at once so callers never collide."""
+        now = self._now()
+        start = max(now, self._paused_until)
+        if chat_id is not None:
+            interval = self._chat_interval if isinstance(chat_id, int) and chat_id > 0 else self._group_interval
+            start = max(start, self._next_chat.get(chat_id, 0.0))
+            self._next_chat[chat_id] = start + interval
+        start = max(start, self._next_global)
+        self._next_global = start + self._global_interval
+        if len(self._next_chat) > 10_000:
+            self._forget_idle(now)
+        return start - now
+
+    def _forget_idle(self, now: float) -> None:
+        for key in [k for k, t in self._next_chat.items() if t < now]:
+            del self._next_chat[key]
+
+    async def process_request(
+        self,
+        callback: Callable[..., Coroutine[Any, Any, bool | dict[str, Any] | list[dict[str, Any]]]],
+        args: Any,
+        kwargs: dict[str, Any],
+        endpoint: str,
+        data: dict[str, Any],
+        rate_limit_args: int | None,
+    ) -> bool | dict[str, Any] | list[dict[str, Any]]:
+        if endpoint in UNPACED:
+            return await callback(*args, **kwargs)
+        retries = self._max_retries if rate_limit_args is None else rate_limit_args
+        chat_id = _chat_key(data.get("chat_id"))
+        for attempt in range(retries + 1):
+            delay = self._reserve(chat_id)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            while self._paused_until > self._now():  # a RetryAfter arrived while we slept
+                await asyncio.sleep(self._paused_until - self._now())
+            try:
+                self.requests += 1
+                return await callback(*args, **kwargs)
+            except RetryAfter as exc:
+                self.retry_after_count += 1
+                pause = retry_after_seconds(exc) + 0.1
+                self._paused_until = max(self._paused_until, self._now() + pause)
+                log.warning("Telegram asked to slow down: pausing all requests for %.1f s", pause)
+                if attempt == retries:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def _chat_key(chat_id: Any) -> int | str | None:
+    if chat_id is None:
+        return None
+    try:
+        return int(chat_id)
+    except (TypeError, ValueError):
+        return str(chat_id)

@@ -1,0 +1,64 @@
+"""What every handler needs: the typed context, the application's deps, safe replies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Update
+from telegram.constants import ParseMode
+from telegram.ext import Application, CallbackContext, ExtBot
+
+from bot.deps import Deps
+from bot.services.outbox import Button
+from bot.splitting import split_html
+
+
+NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+
+
+class BotData(dict[str, Any]):
+    """bot_data holds the application's Deps under "deps"."""
+
+
+# Chat and user data stay empty: a tipster's state lives in the pseudonymous SessionStore.
+Context = CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], BotData]
+TiplineApp = Application[ExtBot[None], Context, dict[Any, Any], dict[Any, Any], BotData, Any]
+
+
+def deps_of(context: Context) -> Deps:
+    return context.bot_data["deps"]
+
+
+def keyboard(rows: list[list[Button]] | None) -> InlineKeyboardMarkup | None:
+    if not rows:
+        return None
+    return InlineKeyboardMarkup([[InlineKeyboardButton(b.text, callback_data=b.data) for b in row] for row in rows])
+
+
+async def reply(
+    update: Update,
+    context: Context,
+    text: str,
+    buttons: list[list[Button]] | None = None,
+    *,
+    protect: bool = False,
+) -> None:
+    """Answer in the update's chat; long texts are split, buttons go with the last part."""
+    chat = update.effective_chat
+    if chat is None:
+        return
+    parts = split_html(text)
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        await context.bot.send_message(
+            chat_id=chat.id,
+            text=part,
+            parse_mode=ParseMode.HTML,
+            reply_markup=keyboard(buttons) if last else None,
+            protect_content=protect,
+            link_preview_options=NO_PREVIEW,
+        )
+
+
+def private(update: Update) -> bool:
+    return update.effective_chat is not None and update.effective_chat.type == "private"

@@ -1,0 +1,28 @@
+"""The one error handler: report the exception, never the update (it may name a tipster)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from telegram import Update
+from telegram.error import TelegramError
+
+from handlers.common import Context, deps_of, reply
+
+log = logging.getLogger("tipline.errors")
+
+
+async def on_error(update: object, context: Context) -> None:
+    update_id = update.update_id if isinstance(update, Update) else None
+    error = context.error
+    # exc_info gives the traceback; the update itself is never formatted into the log.
+    log.error("error while handling update %s: %s", update_id, type(error).__name__,
+              exc_info=(type(error), error, error.__traceback__) if error else None)
+    poller = context.bot_data.get("poller")
+    if poller is not None and update_id is not None:
+        poller.failed_updates.add(update_id)
+    if isinstance(update, Update) and update.effective_chat is not None and update.callback_query is None:
+        deps = deps_of(context)
+        with contextlib.suppress(TelegramError):
+            await reply(update, context, deps.texts.msg(deps.config.campaign.default_language, "error_generic"))

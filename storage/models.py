@@ -1,0 +1,247 @@
+"""tipline's tables (SQLAlchemy 2 typed ORM).
+
+Anonymity is a property of this schema: no table has a column for a tipster's Telegram
+id, username, name, phone or language. Tip content (`*_enc`) is Fernet-encrypted. The
+only tipster-derived key is `tips.receipt_hash`, a slow keyed hash of the receipt code.
+Two tables may hold a chat id, both only encrypted and only for a short time: the
+update journal (until the update is processed) and nothing else in this version.
+Staff are not anonymous: their Telegram ids are stored so that buttons can be checked.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime}
+
+
+class Staff(Base):
+    """A registered team member, lead or office member (joined with an invite code)."""
+
+    __tablename__ = "staff"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    telegram_user_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    display_name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))  # lead | member | office
+    team_number: Mapped[int | None] = mapped_column(Integer, index=True)
+    language: Mapped[str] = mapped_column(String(8))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    joined_at: Mapped[datetime]
+
+
+class Invite(Base):
+    """A one-time code that registers a person or binds a group; stored as a keyed hash."""
+
+    __tablename__ = "invites"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))  # person | group
+    role: Mapped[str | None] = mapped_column(String(16))
+    team_number: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    used_by_staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    used_by_chat_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class TeamChat(Base):
+    """A Telegram group bound to an inspection team."""
+
+    __tablename__ = "team_chats"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_number: Mapped[int] = mapped_column(Integer, index=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    title: Mapped[str] = mapped_column(String(256))
+    bound_at: Mapped[datetime]
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Tip(Base):
+    __tablename__ = "tips"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    receipt_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    channel: Mapped[str] = mapped_column(String(16), default="telegram")  # telegram | phone | mail
+    category: Mapped[str] = mapped_column(String(32), index=True)
+    unit_key: Mapped[str] = mapped_column(String(32), index=True)
+    unit_other_enc: Mapped[str | None] = mapped_column(Text)
+    place_enc: Mapped[str] = mapped_column(Text)
+    text_enc: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    team_number: Mapped[int] = mapped_column(Integer, index=True)
+    route_rule: Mapped[str] = mapped_column(String(64))
+    route_reason: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    routed_at: Mapped[datetime]
+    ack_due_at: Mapped[datetime]
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+
+    evidence: Mapped[list[Evidence]] = relationship(
+        back_populates="tip", order_by="Evidence.id", cascade="all, delete-orphan"
+    )
+    events: Mapped[list[TipEvent]] = relationship(
+        back_populates="tip", order_by="TipEvent.id", cascade="all, delete-orphan"
+    )
+
+
+class Evidence(Base):
+    """A photo, document, video or voice message, kept as an encrypted Telegram file id."""
+
+    __tablename__ = "evidence"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tip_id: Mapped[int] = mapped_column(ForeignKey("tips.id", ondelete="CASCADE"), index=True)
+    addition_id: Mapped[int | None] = mapped_column(ForeignKey("tip_additions.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # photo | document | video | voice | audio
+    file_ref_enc: Mapped[str] = mapped_column(Text)
+    caption_enc: Mapped[str | None] = mapped_column(Text)
+    added_at: Mapped[datetime]
+
+    tip: Mapped[Tip] = relationship(back_populates="evidence")
+
+
+class TipAddition(Base):
+    """More information a tipster added later, with the receipt code."""
+
+    __tablename__ = "tip_additions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tip_id: Mapped[int] = mapped_column(ForeignKey("tips.id", ondelete="CASCADE"), index=True)
+    text_enc: Mapped[str | None] = mapped_column(Text)
+    added_at: Mapped[datetime]
+
+
+class TipEvent(Base):
+    """The tip's timeline. `public` events are shown to the tipster (without staff names)."""
+
+    __tablename__ = "tip_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tip_id: Mapped[int] = mapped_column(ForeignKey("tips.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+    team_number: Mapped[int | None] = mapped_column(Integer)
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    public: Mapped[bool] = mapped_column(Boolean, default=True)
+    detail_enc: Mapped[str | None] = mapped_column(Text)
+
+    tip: Mapped[Tip] = relationship(back_populates="events")
+
+
+class OutboxMessage(Base):
+    """A message to staff, written in the transaction that decided to send it.
+
+    The sender delivers rows in id order per chat, with retries; `dedupe_key` makes the
+    decision to send idempotent, `status` and `lease_until` make delivery survive crashes.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(128), unique=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    method: Mapped[str] = mapped_column(String(32))
+    payload_enc: Mapped[str] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(String(32))
+    tip_id: Mapped[int | None] = mapped_column(ForeignKey("tips.id", ondelete="SET NULL"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    last_error: Mapped[str | None] = mapped_column(String(256))
+
+
+class UpdateJournal(Base):
+    """Each update fetched from Telegram, saved before it is confirmed.
+
+    The payload (which names the sender) is encrypted and erased once processed; the
+    bare update id stays a while so that a re-delivered update is recognised.
+    """
+
+    __tablename__ = "update_journal"
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    payload_enc: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime]
+    processed_at: Mapped[datetime | None] = mapped_column(index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class KeyValue(Base):
+    """Small durable settings (e.g. the polling offset)."""
+
+    __tablename__ = "kv"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+__all__ = [
+    "Base",
+    "Evidence",
+    "Invite",
+    "KeyValue",
+    "OutboxMessage",
+    "Staff",
+    "TeamChat",
+    "Tip",
+    "TipAddition",
+    "TipEvent",
+    "UTCDateTime",
+    "UpdateJournal",
+]

@@ -1,0 +1,66 @@
+"""Telegram's limits hold with the real figures: 1 msg/s a private chat, 20/min a group,
+long texts split to 4096, RetryAfter obeyed."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from storage.models import OutboxMessage
+from tests.e2e.conftest import Harness, e2e_config, plain
+from tests.fakebot import FakeBotAPI
+
+CITIZEN = 5_580_001
+LEAD = 7_400_001
+
+REAL = {"global_per_second": 30.0, "per_chat_per_second": 1.0, "group_per_minute": 20.0}
+
+
+async def test_real_limits_are_respected_for_cards_evidence_and_replies(database_url: str) -> None:
+    async with FakeBotAPI("123456:TEST-TOKEN", global_per_second=30, per_chat_per_second=1,
+                          group_per_minute=20) as srv:
+        # The citizen's flow runs with fast limits; then tipline restarts with the real ones.
+        fast = Harness(srv, e2e_config(database_url, srv))
+        srv.per_chat_per_second = None
+        await fast.start()
+        citizen = srv.user(CITIZEN, "C")
+        await fast.report(citizen, evidence=3)
+        await fast.stop()
+
+        srv.per_chat_per_second = 1
+        srv.reset_limits()
+        real = Harness(srv, e2e_config(database_url, srv, telegram=REAL))
+        await real.start()
+        try:
+            lead = srv.user(LEAD, "Lead")
+            real.add_staff(lead, "lead", 1)  # the waiting card and its 3 photos go out now
+            real.deps.nudge_sender()
+            for _ in range(3):
+                srv.push_message(citizen, "/help")  # three quick replies in one private chat
+            await srv.wait_for(lambda: len(srv.sent_to(LEAD)) >= 4, timeout=20)
+            await srv.wait_for(lambda: sum("怎么用" in plain(r) for r in srv.sent_to(CITIZEN)) >= 3, timeout=20)
+            assert srv.rate_violations == []
+            times = [r["time"] for r in srv.sent_to(LEAD)]
+            assert all(b - a >= 0.95 for a, b in zip(times, times[1:])), times
+        finally:
+            await real.stop()
+
+
+async def test_a_card_longer_than_one_message_is_split(database_url: str, server: FakeBotAPI) -> None:
+    h = Harness(server, e2e_config(database_url, server, intake={"text_max_chars": 4000, "place_max_chars": 1000}))
+    await h.start()
+    try:
+        lead = server.user(LEAD + 1, "Lead")
+        h.add_staff(lead, "lead", 1)
+        citizen = server.user(CITIZEN + 1, "Long")
+        long_text = ("事情经过" * 10 + "\n") * 95  # ~3900 characters
+        await h.report(citizen, text=long_text.strip(), place="地" * 900)
+        card = await h.expect(LEAD + 1, "举报 #1 · 事情经过")
+        assert card is not None
+        whole = await h.expect(LEAD + 1, "见上一条消息")
+        assert whole["reply_markup"]["inline_keyboard"]  # the button sits on the short card
+        with h.deps.sessions.begin() as session:
+            pending = session.scalar(select(func.count()).select_from(OutboxMessage)
+                                     .where(OutboxMessage.status != "sent"))
+        assert pending == 0
+    finally:
+        await h.stop()

@@ -1,0 +1,82 @@
+"""The admin CLI, run as the office would run it, against a real database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+from tests.conftest import EXAMPLE, TEST_DATA_KEY, TEST_PEPPER
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, database_url: str) -> Path:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    text = text.replace('pepper = ""', f'pepper = "{TEST_PEPPER}"', 1)
+    text = text.replace('data_key = ""', f'data_key = "{TEST_DATA_KEY}"', 1)
+    text = text.replace('url = "sqlite:///data/tipline.sqlite3"', f'url = "{database_url}"', 1)
+    text = text.replace("receipt_hash_memory_kib = 65536", "receipt_hash_memory_kib = 64", 1)
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_invite_then_teams_lists_the_joined_lead(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(config_file), "invite", "--role", "lead", "--team", "3"]) == 0
+    out, err = capsys.readouterr()
+    code = out.strip()
+    assert len(code) == 14 and code.count("-") == 2
+    assert "team 3" in err and "/join" in err
+
+    from bot.app import build_deps
+    from bot.config import load_config
+    from bot.services.staff import JoinStatus, join
+
+    deps, engine = build_deps(load_config(config_file, env={}))
+    with deps.sessions.begin() as session:
+        assert join(session, deps, code, 424242, "Zhao Lead", "zh-CN", deps.clock.now()).status is JoinStatus.JOINED
+    engine.dispose()
+
+    assert main(["--config", str(config_file), "teams", "--en"]) == 0
+    out, _ = capsys.readouterr()
+    team3 = out.split("Inspection Team 3")[1].split("Inspection Team 4")[0]
+    assert "lead   Zhao Lead  424242" in team3
+
+
+def test_invite_checks_its_arguments(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(config_file), "invite", "--role", "lead", "--team", "9"]) == 2
+    assert "--team 9" in capsys.readouterr().err
+    assert main(["--config", str(config_file), "invite", "--group"]) == 2
+    assert main(["--config", str(config_file), "invite", "--role", "member"]) == 2
+
+
+def test_broken_config_is_reported_with_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "config.toml"
+    bad.write_text(EXAMPLE.read_text(encoding="utf-8").replace("fallback_team = 8", "fallback_team = 12"),
+                   encoding="utf-8")
+    assert main(["--config", str(bad), "check-config"]) == 2
+    assert "routing.fallback_team" in capsys.readouterr().err
+
+
+def test_init_writes_a_config_with_fresh_secrets_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "config.toml"
+    assert main(["--config", str(target), "init"]) == 0
+    first = target.read_text(encoding="utf-8")
+    assert 'pepper = ""' not in first and 'data_key = ""' not in first
+    assert main(["--config", str(target), "init"]) == 1  # never overwrites
+    assert target.read_text(encoding="utf-8") == first
+    assert main(["--config", str(target), "check-config"]) == 0
+
+
+def test_run_without_a_token_says_so(config_file: Path, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TIPLINE_BOT_TOKEN", raising=False)
+    assert main(["--config", str(config_file), "run"]) == 2
+    assert "telegram.token" in capsys.readouterr().err
+
+
+def test_outbox_and_migrate(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(config_file), "migrate"]) == 0
+    assert main(["--config", str(config_file), "outbox"]) == 0
+    assert "0 messages" in capsys.readouterr().out

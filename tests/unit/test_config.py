@@ -1,0 +1,152 @@
+"""The configuration: every key documented, errors that name the key, env overrides."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from bot.config import Config, ConfigError, load_config, parse_config, require_secrets
+from tests.conftest import EXAMPLE, example_data
+
+
+def _model_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        full = f"{prefix}{key}"
+        annotation: Any = field.annotation
+        inner = getattr(annotation, "__args__", (annotation,))
+        models = [a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)]
+        if models and models[0].__name__ != "LocalizedName":
+            keys |= _model_keys(models[0], f"{full}.")
+        else:
+            keys.add(full)
+    return keys
+
+
+def _documented_keys(data: dict[str, Any], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict) and key not in ("name", "office"):
+            keys |= _documented_keys(value, f"{full}.")
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            for item in value:
+                keys |= _documented_keys(item, f"{full}.")
+        else:
+            keys.add(full)
+    return keys
+
+
+def test_every_config_key_is_documented_in_the_example() -> None:
+    known = _model_keys(Config)
+    documented = _documented_keys(example_data())
+    # Optional per-rule keys appear on some rules only; all must appear somewhere.
+    missing = known - documented
+    assert not missing, f"keys missing from config.example.toml: {sorted(missing)}"
+    assert documented <= known
+
+
+def test_every_key_in_the_example_has_a_comment_nearby() -> None:
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"^([a-z_]+) = ", line)
+        if not m or lines[i - 1].startswith("[["):
+            continue
+        block = lines[max(0, i - 6) : i]
+        assert any(b.startswith("#") for b in block) or m.group(1) in ("key", "kind", "name", "number", "delivery",
+                                                                        "id", "team", "category", "unit",
+                                                                        "unit_kind"), line
+
+
+def test_example_loads_and_has_eight_teams() -> None:
+    config = load_config(EXAMPLE, env={})
+    assert len(config.teams) == 8
+    assert {c.key for c in config.categories} >= {"absence", "public-dining", "noon-drinking", "official-car"}
+
+
+def test_environment_overrides_secrets() -> None:
+    env = {"TIPLINE_BOT_TOKEN": "1:abc", "TIPLINE_PEPPER": "p" * 40, "TIPLINE_DATA_KEY": "k",
+           "TIPLINE_DATABASE_URL": "sqlite:///x.db"}
+    config = parse_config(example_data(), env=env)
+    assert config.telegram.token == "1:abc"
+    assert config.security.pepper == "p" * 40
+    assert config.database.url == "sqlite:///x.db"
+
+
+def _broken(mutate: Any) -> str:
+    data = example_data()
+    mutate(data)
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="config.toml", env={})
+    return str(info.value)
+
+
+def test_rule_naming_a_missing_team_is_refused_by_key() -> None:
+    message = _broken(lambda d: d["routing"]["rules"][2].__setitem__("team", 9))
+    assert "routing.rules[2].team" in message and "9" in message
+
+
+def test_rule_naming_a_missing_category_is_refused_by_key() -> None:
+    message = _broken(lambda d: d["routing"]["rules"][0].__setitem__("category", "bribery"))
+    assert "routing.rules[0].category" in message and "bribery" in message
+
+
+def test_rule_naming_a_missing_unit_is_refused_by_key() -> None:
+    message = _broken(lambda d: d["routing"]["rules"][5].__setitem__("unit", "atlantis"))
+    assert "routing.rules[5].unit" in message
+
+
+def test_missing_fallback_team_is_refused() -> None:
+    message = _broken(lambda d: d["routing"].__setitem__("fallback_team", 42))
+    assert "routing.fallback_team" in message
+
+
+def test_unknown_key_is_refused_by_name() -> None:
+    message = _broken(lambda d: d["intake"].__setitem__("text_max_char", 10))
+    assert "intake.text_max_char" in message and "unknown key" in message
+
+
+def test_wrong_type_names_the_key() -> None:
+    message = _broken(lambda d: d["intake"].__setitem__("max_evidence", "many"))
+    assert "intake.max_evidence" in message
+
+
+def test_duplicate_category_names_the_index() -> None:
+    message = _broken(lambda d: d["categories"].append(dict(d["categories"][0])))
+    assert "categories[8].key" in message
+
+
+def test_bad_timezone_is_refused() -> None:
+    message = _broken(lambda d: d["campaign"].__setitem__("timezone", "Mars/Olympus"))
+    assert "campaign.timezone" in message
+
+
+def test_min_above_max_is_refused() -> None:
+    message = _broken(lambda d: d["intake"].update(text_min_chars=500, text_max_chars=100))
+    assert "text_min_chars" in message
+
+
+def test_not_toml_is_refused_with_the_file_name(tmp_path: Path) -> None:
+    bad = tmp_path / "config.toml"
+    bad.write_text("[telegram\ntoken = 1", encoding="utf-8")
+    with pytest.raises(ConfigError, match="config.toml: not valid TOML"):
+        load_config(bad)
+
+
+def test_missing_file_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config.example.toml"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_secrets_are_required_to_run() -> None:
+    config = parse_config(example_data(), env={})
+    with pytest.raises(ConfigError, match="telegram.token"):
+        require_secrets(config)
+    config = parse_config(example_data(), env={"TIPLINE_BOT_TOKEN": "1:a", "TIPLINE_PEPPER": "short"})
+    with pytest.raises(ConfigError, match="security.pepper"):
+        require_secrets(config)

@@ -1,0 +1,87 @@
+"""Templates: both languages say the same things, escape what users typed, never guess."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+from jinja2 import UndefinedError
+
+from bot.drafts import Draft, EvidenceItem
+from bot.splitting import split_html, visible_length
+from bot.texts import TEMPLATES, Texts
+from tests.conftest import make_config
+
+MACRO = re.compile(r"{%\s*macro\s+(\w+)\(([^)]*)\)")
+
+
+def _macros(path: str) -> dict[str, str]:
+    return {m.group(1): m.group(2).replace(" ", "") for m in MACRO.finditer((TEMPLATES / path).read_text("utf-8"))}
+
+
+@pytest.mark.parametrize("name", ["messages.html", "buttons.txt"])
+def test_languages_define_the_same_macros_with_the_same_arguments(name: str) -> None:
+    assert _macros(f"zh-CN/{name}") == _macros(f"en/{name}")
+    assert len(_macros(f"zh-CN/{name}")) > 10
+
+
+def test_languages_have_the_same_template_files() -> None:
+    zh = sorted(p.name for p in (TEMPLATES / "zh-CN").iterdir())
+    en = sorted(p.name for p in (TEMPLATES / "en").iterdir())
+    assert zh == en
+
+
+def test_user_text_is_escaped_in_html_templates() -> None:
+    texts = Texts(make_config())
+    draft = Draft(category="absence", unit="other", unit_other="<b>x</b>", place="a & b", text="<script>",
+                  evidence=[EvidenceItem("photo", "f")])
+    out = texts.render("en", "review", draft=draft)
+    assert "&lt;script&gt;" in out and "a &amp; b" in out and "&lt;b&gt;x&lt;/b&gt;" in out
+    assert "<script>" not in out
+
+
+def test_button_labels_are_not_escaped() -> None:
+    texts = Texts(make_config())
+    assert texts.button("en", "category", name="Food & drink") == "Food & drink"
+
+
+def test_missing_values_raise_instead_of_rendering_blank() -> None:
+    texts = Texts(make_config())
+    with pytest.raises(UndefinedError):
+        texts.msg("en", "too_long", limit=10)
+    with pytest.raises(KeyError):
+        texts.msg("en", "no_such_message")
+
+
+def test_local_time_uses_the_campaign_zone() -> None:
+    texts = Texts(make_config())
+    assert texts.local_time(datetime(2026, 11, 26, 10, 0, tzinfo=UTC)) == "2026-11-26 18:00"
+
+
+def test_zh_is_default_and_unknown_language_falls_back() -> None:
+    texts = Texts(make_config())
+    assert texts.msg("fr", "cancelled") == texts.msg("zh-CN", "cancelled")
+    assert texts.msg("en", "cancelled") != texts.msg("zh-CN", "cancelled")
+
+
+def test_split_respects_the_limit_and_keeps_every_character() -> None:
+    body = "<b>title</b>\n" + "\n".join("line %d " % i + "字" * 90 for i in range(200))
+    parts = split_html(body)
+    assert len(parts) > 1
+    assert all(visible_length(p) <= 4096 for p in parts)
+    joined = "".join(re.sub(r"<[^>]+>", "", p) for p in parts).replace("\n", "")
+    assert joined == re.sub(r"<[^>]+>", "", body).replace("\n", "")
+
+
+def test_split_never_breaks_an_entity_or_leaves_a_tag_open() -> None:
+    body = "<i>" + "&amp;" * 5000 + "</i>"
+    parts = split_html(body, limit=1000)
+    for p in parts:
+        assert p.startswith("<i>") and p.endswith("</i>")
+        assert re.fullmatch(r"<i>(&amp;)+</i>", p)
+    assert sum(visible_length(p) for p in parts) == 5000
+
+
+def test_visible_length_counts_utf16_units() -> None:
+    assert visible_length("<b>😀</b>a&lt;") == 4
