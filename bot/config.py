@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -28,6 +29,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "TIPLINE_DATABASE_URL": ("database", "url"),
     "TIPLINE_PEPPER": ("security", "pepper"),
     "TIPLINE_DATA_KEY": ("security", "data_key"),
+    "TIPLINE_CONTACT_KEY": ("security", "contact_key"),
 }
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
@@ -69,6 +71,7 @@ class DatabaseConfig(_Model):
 class SecurityConfig(_Model):
     pepper: str = ""
     data_key: str = ""
+    contact_key: str = ""
     receipt_hash_time_cost: int = Field(default=3, ge=1, le=20)
     receipt_hash_memory_kib: int = Field(default=65536, ge=8, le=4 * 1024 * 1024)
     receipt_hash_parallelism: int = Field(default=1, ge=1, le=16)
@@ -117,10 +120,83 @@ class IntakeConfig(_Model):
         return self
 
 
+class DeadlineOverride(_Model):
+    category: str
+    ack_hours: float | None = Field(default=None, gt=0, le=24 * 30)
+    outcome_hours: float | None = Field(default=None, gt=0, le=24 * 365)
+
+
 class DeadlinesConfig(_Model):
     ack_hours: float = Field(default=4.0, gt=0, le=24 * 30)
     ack_reminder_minutes_before: list[int] = Field(default_factory=lambda: [60])
+    outcome_hours: float = Field(default=72.0, gt=0, le=24 * 365)
+    outcome_reminder_minutes_before: list[int] = Field(default_factory=lambda: [720, 120])
+    action_days: float = Field(default=7.0, gt=0, le=365)
+    action_reminder_minutes_before: list[int] = Field(default_factory=lambda: [1440])
     sweep_seconds: float = Field(default=30.0, gt=0, le=3600)
+    overrides: list[DeadlineOverride] = Field(default_factory=list)
+
+    @field_validator("ack_reminder_minutes_before", "outcome_reminder_minutes_before",
+                     "action_reminder_minutes_before")
+    @classmethod
+    def _positive(cls, values: list[int]) -> list[int]:
+        if any(v <= 0 for v in values) or len(set(values)) != len(values):
+            raise ValueError("reminder minutes must be positive and distinct")
+        return values
+
+
+class WorkingHoursConfig(_Model):
+    enabled: bool = False
+    weekdays: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
+    start: str = Field(default="08:30", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    end: str = Field(default="17:30", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    holidays: list[date] = Field(default_factory=list)
+    workdays: list[date] = Field(default_factory=list)
+
+    @field_validator("weekdays")
+    @classmethod
+    def _weekdays(cls, values: list[int]) -> list[int]:
+        if not values or any(not 1 <= v <= 7 for v in values):
+            raise ValueError("weekdays are 1 (Monday) to 7 (Sunday), at least one")
+        return values
+
+    @model_validator(mode="after")
+    def _order(self) -> WorkingHoursConfig:
+        if self.start >= self.end:
+            raise ValueError("start must be before end")
+        return self
+
+
+class LadderRungConfig(_Model):
+    min_count: int = Field(ge=1, le=100)
+    person_actions: list[Literal["self_criticism"]] = Field(default_factory=list)
+    unit_actions: list[Literal["rectification_report"]] = Field(default_factory=list)
+    in_bulletin: bool = True
+    refer_to_discipline: bool = False
+    hold_leader_accountable: bool = False
+
+
+def _default_rungs() -> list[LadderRungConfig]:
+    return [
+        LadderRungConfig(min_count=1, person_actions=["self_criticism"], unit_actions=["rectification_report"]),
+        LadderRungConfig(min_count=3, person_actions=["self_criticism"], unit_actions=["rectification_report"],
+                         refer_to_discipline=True, hold_leader_accountable=True),
+    ]
+
+
+class LadderConfig(_Model):
+    period_start: date = date(2026, 1, 1)
+    period_end: date | None = None
+    rungs: list[LadderRungConfig] = Field(default_factory=_default_rungs)
+
+    @model_validator(mode="after")
+    def _rungs(self) -> LadderConfig:
+        counts = [r.min_count for r in self.rungs]
+        if not counts or counts[0] != 1 or counts != sorted(set(counts)):
+            raise ValueError("rungs: min_count must start at 1 and increase")
+        if self.period_end is not None and self.period_end < self.period_start:
+            raise ValueError("period_end is before period_start")
+        return self
 
 
 class CategoryConfig(_Model):
@@ -165,6 +241,8 @@ class Config(_Model):
     campaign: CampaignConfig
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
     deadlines: DeadlinesConfig = Field(default_factory=DeadlinesConfig)
+    working_hours: WorkingHoursConfig = Field(default_factory=WorkingHoursConfig)
+    ladder: LadderConfig = Field(default_factory=LadderConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     categories: list[CategoryConfig] = Field(min_length=1)
     units: list[UnitConfig] = Field(min_length=1)
@@ -197,6 +275,10 @@ class Config(_Model):
                 raise _KeyedError(f"{where}.unit", f"unit {rule.unit!r} is not in [[units]]")
             if rule.category is None and rule.unit is None and rule.unit_kind is None:
                 raise _KeyedError(where, "a rule needs at least one of category, unit, unit_kind")
+        for i, override in enumerate(self.deadlines.overrides):
+            if override.category not in categories:
+                raise _KeyedError(f"deadlines.overrides[{i}].category",
+                                  f"category {override.category!r} is not in [[categories]]")
         return self
 
     # Look-ups used across the application.

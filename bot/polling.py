@@ -39,6 +39,7 @@ class DurablePoller:
         self.deps = deps
         self.timeout = timeout
         self._stopping = asyncio.Event()
+        self._journaled = asyncio.Event()
         self.failed_updates: set[int] = set()  # set by the error handler
         self.processed = 0
 
@@ -130,21 +131,40 @@ class DurablePoller:
     # loop --------------------------------------------------------------------------
     async def process_pending(self) -> None:
         for update_id in self.pending():
-            if self._stopping.is_set():
-                return
             await self.process(update_id)
         self.erase_unprocessable()
 
     async def run(self) -> None:
-        bot = self.app.bot
-        await bot.delete_webhook(drop_pending_updates=False)
-        await self.process_pending()  # what a crash left behind
+        """Fetch and process side by side: the next getUpdates (which confirms the last
+        batch to Telegram) goes out while the batch is being handled, as with PTB's own
+        Updater; unlike it, the batch is in the journal by then."""
+        await self.app.bot.delete_webhook(drop_pending_updates=False)
+        processor = asyncio.create_task(self._process_loop(), name="tipline-updates")
+        try:
+            await self._fetch_loop()
+        except asyncio.CancelledError:  # killed: stop at once, the journal keeps the rest
+            processor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await processor
+            raise
+        # A graceful stop: what was fetched is processed before we go.
+        self._stopping.set()
+        self._journaled.set()
+        await processor
+
+    async def _process_loop(self) -> None:
+        while True:
+            await self.process_pending()  # first of all: what a crash left behind
+            if self._stopping.is_set():
+                return
+            await self._journaled.wait()
+            self._journaled.clear()
+
+    async def _fetch_loop(self) -> None:
         backoff = 1.0
         while not self._stopping.is_set():
             try:
                 updates = await self._get_updates(self._offset())
-            except asyncio.CancelledError:
-                raise
             except Conflict:
                 log.error("another process is polling this bot's token; tipline needs one process per token")
                 await self._sleep(10)
@@ -158,8 +178,8 @@ class DurablePoller:
                 backoff = min(backoff * 2, 60)
                 continue
             backoff = 1.0
-            self.journal(updates)
-            await self.process_pending()
+            if self.journal(updates):
+                self._journaled.set()
 
     async def _get_updates(self, offset: int | None) -> list[Update]:
         fetch = asyncio.create_task(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Update
 from telegram.constants import ParseMode
+from telegram.error import BadRequest, Forbidden, NetworkError
 from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.deps import Deps
@@ -14,6 +16,7 @@ from bot.splitting import split_html
 
 
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+REPLY_ATTEMPTS = 3
 
 
 class BotData(dict[str, Any]):
@@ -50,14 +53,23 @@ async def reply(
     parts = split_html(text)
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
-        await context.bot.send_message(
-            chat_id=chat.id,
-            text=part,
-            parse_mode=ParseMode.HTML,
-            reply_markup=keyboard(buttons) if last else None,
-            protect_content=protect,
-            link_preview_options=NO_PREVIEW,
-        )
+        for attempt in range(REPLY_ATTEMPTS):
+            try:
+                await context.bot.send_message(
+                    chat_id=chat.id,
+                    text=part,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=keyboard(buttons) if last else None,
+                    protect_content=protect,
+                    link_preview_options=NO_PREVIEW,
+                )
+                break
+            except (BadRequest, Forbidden):
+                raise
+            except NetworkError:  # 5xx, timeouts: the person is waiting, try again soon
+                if attempt == REPLY_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
 
 
 def private(update: Update) -> bool:

@@ -10,11 +10,12 @@ Staff are not anonymous: their Telegram ids are stored so that buttons can be ch
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -126,6 +127,8 @@ class Tip(Base):
     ack_due_at: Mapped[datetime]
     acknowledged_at: Mapped[datetime | None]
     acknowledged_by: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    outcome_due_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
 
     evidence: Mapped[list[Evidence]] = relationship(
         back_populates="tip", order_by="Evidence.id", cascade="all, delete-orphan"
@@ -152,14 +155,130 @@ class Evidence(Base):
 
 
 class TipAddition(Base):
-    """More information a tipster added later, with the receipt code."""
+    """More information a tipster added later, with the receipt code (maybe an answer)."""
 
     __tablename__ = "tip_additions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tip_id: Mapped[int] = mapped_column(ForeignKey("tips.id", ondelete="CASCADE"), index=True)
+    question_id: Mapped[int | None] = mapped_column(ForeignKey("questions.id", ondelete="SET NULL"))
     text_enc: Mapped[str | None] = mapped_column(Text)
     added_at: Mapped[datetime]
+
+
+class Question(Base):
+    """A team's question to the tipster, shown when they come back with the receipt code."""
+
+    __tablename__ = "questions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tip_id: Mapped[int] = mapped_column(ForeignKey("tips.id", ondelete="CASCADE"), index=True)
+    asked_by: Mapped[int] = mapped_column(ForeignKey("staff.id"))
+    asked_at: Mapped[datetime]
+    text_enc: Mapped[str] = mapped_column(Text)
+    answered_at: Mapped[datetime | None]
+
+
+class DueStep(Base):
+    """Due work: a reminder or an escalation of a deadline. `token` makes each step
+    happen once, across restarts and processes; the sweeper sets `done_at`."""
+
+    __tablename__ = "due_steps"
+    __table_args__ = (Index("ix_due_steps_open", "done_at", "cancelled_at", "due_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token: Mapped[str] = mapped_column(String(160), unique=True)
+    tip_id: Mapped[int | None] = mapped_column(ForeignKey("tips.id", ondelete="CASCADE"), index=True)
+    action_id: Mapped[int | None] = mapped_column(ForeignKey("required_actions.id", ondelete="CASCADE"))
+    deadline_kind: Mapped[str] = mapped_column(String(16))  # ack | outcome | action
+    step: Mapped[str] = mapped_column(String(16))  # remind | escalate
+    idx: Mapped[int] = mapped_column(Integer)
+    due_at: Mapped[datetime]
+    deadline: Mapped[datetime]
+    done_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
+
+
+class Outcome(Base):
+    """How a case ended, recorded by its team: verified, unfounded or transferred."""
+
+    __tablename__ = "outcomes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tip_id: Mapped[int] = mapped_column(ForeignKey("tips.id", ondelete="CASCADE"), unique=True)
+    outcome: Mapped[str] = mapped_column(String(16))
+    unit_key: Mapped[str | None] = mapped_column(String(32))
+    person_name: Mapped[str | None] = mapped_column(String(64))
+    person_post: Mapped[str | None] = mapped_column(String(64))
+    breach_category: Mapped[str | None] = mapped_column(String(32))
+    finding_enc: Mapped[str | None] = mapped_column(Text)
+    transferred_to: Mapped[str | None] = mapped_column(String(128))
+    recorded_by: Mapped[int] = mapped_column(ForeignKey("staff.id"))
+    recorded_at: Mapped[datetime]
+
+
+class Breach(Base):
+    """A verified breach of work discipline by a named person: a step on the ladder.
+    Staff are named in bulletins by the campaign's rules, so names are kept in clear."""
+
+    __tablename__ = "breaches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    outcome_id: Mapped[int] = mapped_column(ForeignKey("outcomes.id", ondelete="CASCADE"), unique=True)
+    tip_id: Mapped[int] = mapped_column(ForeignKey("tips.id", ondelete="CASCADE"), index=True)
+    person_key: Mapped[str] = mapped_column(String(160), index=True)
+    person_name: Mapped[str] = mapped_column(String(64))
+    person_post: Mapped[str] = mapped_column(String(64))
+    unit_key: Mapped[str] = mapped_column(String(32), index=True)
+    category: Mapped[str] = mapped_column(String(32))
+    occurred_on: Mapped[date] = mapped_column(Date)
+    breach_number: Mapped[int] = mapped_column(Integer)
+    in_bulletin: Mapped[bool] = mapped_column(Boolean)
+    referral: Mapped[bool] = mapped_column(Boolean)
+    leader_accountable: Mapped[bool] = mapped_column(Boolean)
+    bulletin_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    created_at: Mapped[datetime]
+
+
+class RequiredAction(Base):
+    """What the ladder requires after a breach: a self-criticism, a rectification report,
+    a referral to the discipline committee, accountability of the unit's leader."""
+
+    __tablename__ = "required_actions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    breach_id: Mapped[int] = mapped_column(ForeignKey("breaches.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(8))  # person | unit
+    due_at: Mapped[datetime | None]
+    received_at: Mapped[datetime | None]
+    received_by: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    created_at: Mapped[datetime]
+
+
+class NotifyContact(Base):
+    """A tipster who opted in to be told of news. Keyed by an HMAC of the tip id with the
+    contact key, the chat id encrypted with it: without that key a row names neither the
+    tip nor the chat. Deleted when the case closes."""
+
+    __tablename__ = "notify_contacts"
+
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    chat_enc: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class AuditEntry(Base):
+    """Every staff view and action on a tip: who, what, when."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    tip_id: Mapped[int | None] = mapped_column(ForeignKey("tips.id", ondelete="CASCADE"), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(String(512))
 
 
 class TipEvent(Base):
@@ -232,7 +351,14 @@ class KeyValue(Base):
 
 
 __all__ = [
+    "AuditEntry",
     "Base",
+    "Breach",
+    "DueStep",
+    "NotifyContact",
+    "Outcome",
+    "Question",
+    "RequiredAction",
     "Evidence",
     "Invite",
     "KeyValue",

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from storage.models import OutboxMessage, Tip, UpdateJournal
 from tests.e2e.conftest import Harness, plain
+from tests.fakebot import ApiError
 
 CITIZEN = 5_570_001
 LEAD = 7_200_001
@@ -50,19 +51,24 @@ async def test_an_update_caught_by_a_crash_is_processed_after_restart(harness: H
     h = harness
     srv = h.server
     user = srv.user(CITIZEN + 1, "Crash")
-    await srv.wait_for(lambda: srv.calls_for("getUpdates"))  # the poller is waiting
-    srv.delay = 3.0  # from now on the reply hangs: the process dies while handling /help
+    original = srv._methods["sendmessage"][1]
+
+    async def hanging(params: dict, files: dict) -> None:  # the reply never gets an answer
+        await asyncio.sleep(4)
+        raise ApiError(502, "Bad Gateway")
+
+    srv.register_method("sendMessage", hanging)
     update = srv.push_message(user, "/help")
-    await srv.wait_for(lambda: _count(h, UpdateJournal) >= 1)
-    await asyncio.sleep(0.3)
+    # The update is journaled and confirmed to Telegram (the next getUpdates carries a
+    # higher offset) while its handler still waits for the reply to go out.
+    await srv.wait_for(lambda: (srv.confirmed_offset or 0) > update["update_id"])
+    await srv.wait_for(lambda: srv.calls_for("sendMessage"))
     await h.crash()
-    srv.delay = 0.0
-    assert srv.sent_to(CITIZEN + 1) == [] or all("怎么用" not in plain(r) for r in srv.sent_to(CITIZEN + 1))
+    srv.register_method("sendMessage", original)
+    assert all("怎么用" not in plain(r) for r in srv.sent_to(CITIZEN + 1))
     await h.start()
     reply = await h.expect(CITIZEN + 1, "怎么用")
     assert reply is not None
-    # Telegram was told it arrived (the offset moved past it) only because it was journaled.
-    assert srv.confirmed_offset > update["update_id"]
     with h.deps.sessions.begin() as session:
         row = session.get(UpdateJournal, update["update_id"])
         assert row is not None and row.processed_at is not None and row.payload_enc is None
@@ -122,12 +128,14 @@ async def test_transient_errors_and_retry_after_are_retried_until_delivered(harn
     srv = h.server
     lead = srv.user(LEAD + 2, "Patient")
     h.add_staff(lead, "lead", 7)
-    srv.fail_next("sendMessage", status=502, count=1)
-    srv.force_retry_after(1, count=1, method="sendMessage")
     citizen = srv.user(CITIZEN + 4, "Y")
     review = await _ready_to_submit(h, citizen)
-    await h.press(citizen, review, "提交", expect="查询码")
-    card = await h.expect(LEAD + 2, "举报 #1", timeout=15)
-    assert card is not None
+    # The receipt reply and the team's card both meet a 502, a 502 and a RetryAfter.
+    srv.fail_next("sendMessage", status=502, count=2)
+    srv.force_retry_after(1, count=1, method="sendMessage")
+    await h.press(citizen, review, "提交", expect="您的查询码")
+    await h.expect(LEAD + 2, "举报 #1", timeout=15)
     await srv.wait_for(lambda: _all_sent(h), timeout=15)
+    assert srv.count_5xx == 2 and srv.count_429 == 1
     assert len([r for r in srv.sent_to(LEAD + 2) if "举报 #1" in plain(r)]) == 1
+    assert len([r for r in srv.sent_to(CITIZEN + 4) if "您的查询码" in plain(r)]) == 1

@@ -45,6 +45,12 @@ async def test_real_limits_are_respected_for_cards_evidence_and_replies(database
             await real.stop()
 
 
+def _unsent(h: Harness) -> int:
+    with h.deps.sessions.begin() as session:
+        return int(session.scalar(select(func.count()).select_from(OutboxMessage)
+                                  .where(OutboxMessage.status != "sent")) or 0)
+
+
 async def test_a_card_longer_than_one_message_is_split(database_url: str, server: FakeBotAPI) -> None:
     h = Harness(server, e2e_config(database_url, server, intake={"text_max_chars": 4000, "place_max_chars": 1000}))
     await h.start()
@@ -58,9 +64,8 @@ async def test_a_card_longer_than_one_message_is_split(database_url: str, server
         assert card is not None
         whole = await h.expect(LEAD + 1, "见上一条消息")
         assert whole["reply_markup"]["inline_keyboard"]  # the button sits on the short card
-        with h.deps.sessions.begin() as session:
-            pending = session.scalar(select(func.count()).select_from(OutboxMessage)
-                                     .where(OutboxMessage.status != "sent"))
-        assert pending == 0
+        await server.wait_for(lambda: _unsent(h) == 0)
+        texts = [r for r in server.sent_to(LEAD + 1) if "举报 #1" in plain(r)]
+        assert [("事情经过" in plain(t) and "见上一条消息" not in plain(t)) for t in texts] == [True, False]
     finally:
         await h.stop()

@@ -60,7 +60,7 @@ def copy_of_models() -> MetaData:
 
 
 def test_models_match_migrations(engine: Engine) -> None:
-    assert current_revision(engine) == head_revision(engine) == "0001"
+    assert current_revision(engine) == head_revision(engine) is not None
     assert diffs(engine, Base.metadata) == []
 
 
