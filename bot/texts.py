@@ -72,23 +72,31 @@ class Texts:
         return template.render(lang=_lang(lang), **context).strip()
 
     def msg(self, lang: str, name: str, /, **context: Any) -> str:
-        """A short message: a macro of messages.html."""
-        return str(self._macro(lang, "messages.html", name)(**context)).strip()
+        """A short message: a macro of one of the messages*.html files."""
+        return str(self._macro(lang, "messages", ".html", name)(**context)).strip()
 
     def button(self, lang: str, name: str, /, **context: Any) -> str:
-        return str(self._macro(lang, "buttons.txt", name)(**context)).strip()
+        """A button label: a macro of one of the buttons*.txt files."""
+        return str(self._macro(lang, "buttons", ".txt", name)(**context)).strip()
 
-    def _macro(self, lang: str, file: str, name: str) -> Any:
-        key = (_lang(lang), file)
-        module = self._modules.get(key)
-        if module is None:
-            env = self._plain if file.endswith(".txt") else self.env
-            module = env.get_template(f"{key[0]}/{file}").make_module({"lang": key[0]})
-            self._modules[key] = module
-        macro = getattr(module, name, None)
-        if macro is None:
-            raise KeyError(f"templates/{key[0]}/{file} has no macro {name!r}")
-        return macro
+    def _macro(self, lang: str, stem: str, suffix: str, name: str) -> Any:
+        lang = _lang(lang)
+        for file in self._files(lang, stem, suffix):
+            key = (lang, file)
+            module = self._modules.get(key)
+            if module is None:
+                env = self._plain if suffix == ".txt" else self.env
+                module = env.get_template(f"{lang}/{file}").make_module({"lang": lang})
+                self._modules[key] = module
+            macro = getattr(module, name, None)
+            if macro is not None:
+                return macro
+        raise KeyError(f"templates/{lang}/{stem}*{suffix} have no macro {name!r}")
+
+    def _files(self, lang: str, stem: str, suffix: str) -> list[str]:
+        # messages.html first, then the files of each feature (messages_workflow.html, ...)
+        names = self.env.list_templates(filter_func=lambda n: n.startswith(f"{lang}/{stem}") and n.endswith(suffix))
+        return sorted((n.split("/", 1)[1] for n in names), key=lambda n: (n != f"{stem}{suffix}", n))
 
 
 def _lang(lang: str) -> str:
