@@ -38,7 +38,8 @@ from bot.polling import DurablePoller
 from bot.ratelimit import PacingRateLimiter
 from bot.sender import OutboxSender
 from bot.texts import Texts
-from handlers import citizen, errors, staff
+from bot import jobs
+from handlers import citizen, errors, staff, workflow
 from handlers.common import BotData, Context, reply
 from storage.db import make_engine, make_sessions, upgrade
 
@@ -85,15 +86,26 @@ def build_application(deps: Deps) -> Application[Any, Any, Any, Any, Any, Any]:
     register_handlers(app)
     app.job_queue.run_repeating(_sweep_sessions, interval=60, first=60, name="sweep-sessions",
                                 job_kwargs={"misfire_grace_time": 60, "coalesce": True})
+    # Due reminders and escalations live in the database; the first tick after a start
+    # catches up on whatever fell due while the bot was down.
+    sweep = deps.config.deadlines.sweep_seconds
+    app.job_queue.run_repeating(jobs.tick, interval=sweep, first=0.5, name="due-steps",
+                                job_kwargs={"misfire_grace_time": max(60, int(sweep * 4)), "coalesce": True})
     return app
 
 
 def register_handlers(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    # Group -1: a staff member in the middle of a guided flow is served first.
+    app.add_handler(CommandHandler("cancel", workflow.cancel_command), group=-1)
+    app.add_handler(MessageHandler(filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND,
+                                   workflow.on_private_text), group=-1)
     app.add_handler(CommandHandler("join", staff.join))
     app.add_handler(CommandHandler("start", citizen.start))
     app.add_handler(CommandHandler("help", citizen.help_command))
     app.add_handler(CommandHandler("cancel", citizen.cancel))
     app.add_handler(CallbackQueryHandler(staff.on_ack, pattern=r"^ack:"))
+    app.add_handler(CallbackQueryHandler(workflow.on_case_button, pattern=r"^(ask|rea|out|ext|rcv):"))
+    app.add_handler(CallbackQueryHandler(workflow.on_flow_button, pattern=r"^wf:"))
     app.add_handler(CallbackQueryHandler(citizen.on_button))
     app.add_handler(MessageHandler(filters.ChatType.PRIVATE & ~filters.COMMAND, citizen.on_message))
     app.add_handler(MessageHandler(filters.ChatType.PRIVATE & filters.COMMAND, _unknown_command))
@@ -177,8 +189,8 @@ async def serve(config: Config) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, runtime.poller.stop)
     await runtime.start()
-    me = runtime.app.bot
-    log.info("tipline is running as @%s", me.username)
+    bot_name = runtime.app.bot.name  # the bot's own @name, not a user's
+    log.info("tipline is running as %s", bot_name)
     try:
         await runtime.wait()
     finally:

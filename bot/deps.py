@@ -24,6 +24,7 @@ class Deps:
     router: Router
     chats: SessionStore
     wake_sender: list = field(default_factory=list)  # callbacks that nudge the outbox sender
+    staff_flows: dict = field(default_factory=dict)  # a staff member's guided flow, by user id
 
     def nudge_sender(self) -> None:
         for wake in self.wake_sender:

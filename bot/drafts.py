@@ -42,6 +42,7 @@ class Draft:
     text: str | None = None
     evidence: list[EvidenceItem] = field(default_factory=list)
     editing: bool = False  # after an edit, go back to the review
+    notify: bool = False  # the tipster asked to be told of news
 
     def complete(self) -> bool:
         return None not in (self.category, self.unit, self.place, self.text)
@@ -54,6 +55,7 @@ class ChatSession:
     draft: Draft | None = None
     unit_page: int = 0
     tip_id: int | None = None  # the tip opened with a receipt code
+    question_id: int | None = None  # the team's question being answered
     addition_text: list[str] = field(default_factory=list)
     addition_evidence: list[EvidenceItem] = field(default_factory=list)
     touched: datetime | None = None

@@ -33,13 +33,29 @@ MAX_ATTEMPTS = 3
 KEEP_IDS = timedelta(days=2)
 
 
+def _chat_of(data: dict) -> object:
+    """Whose update it is, to keep one chat's updates in order (never stored or logged)."""
+    for kind in ("message", "edited_message", "my_chat_member"):
+        if kind in data:
+            return ("chat", data[kind]["chat"]["id"])
+    query = data.get("callback_query")
+    if query is not None:
+        message = query.get("message")
+        return ("chat", message["chat"]["id"]) if message else ("user", query["from"]["id"])
+    return ("update", data.get("update_id"))
+
+
 class DurablePoller:
-    def __init__(self, app: Application, deps: Deps, *, timeout: int = 30) -> None:
+    def __init__(self, app: Application, deps: Deps, *, timeout: int = 30, concurrency: int = 64) -> None:
         self.app = app
         self.deps = deps
         self.timeout = timeout
         self._stopping = asyncio.Event()
         self._journaled = asyncio.Event()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._in_flight: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._chat_locks: dict[object, asyncio.Lock] = {}  # in memory only, gone when idle
         self.failed_updates: set[int] = set()  # set by the error handler
         self.processed = 0
 
@@ -86,14 +102,21 @@ class DurablePoller:
                 )
             )
 
-    async def process(self, update_id: int) -> None:
+    def _load(self, update_id: int) -> tuple[dict, int] | None:
+        """The update's payload, counting this attempt (so a poison update is given up)."""
         with self.deps.sessions.begin() as session:
             row = session.get(UpdateJournal, update_id)
             if row is None or row.processed_at is not None or row.payload_enc is None:
-                return
+                return None
             row.attempts += 1
-            attempts = row.attempts
-            data = json.loads(self.deps.keyring.decrypt(row.payload_enc))
+            return json.loads(self.deps.keyring.decrypt(row.payload_enc)), row.attempts
+
+    async def process(self, update_id: int) -> None:
+        loaded = self._load(update_id)
+        if loaded is not None:
+            await self._handle(update_id, *loaded)
+
+    async def _handle(self, update_id: int, data: dict, attempts: int) -> None:
         update = Update.de_json(data, self.app.bot)
         self.failed_updates.discard(update_id)
         await self.app.process_update(update)
@@ -103,10 +126,10 @@ class DurablePoller:
             if row is None:
                 return
             if failed and attempts < MAX_ATTEMPTS:
-                log.warning("update %s failed (attempt %s): will try again", update_id, attempts)
+                log.warning("journal entry %s failed (attempt %s): will try again", update_id, attempts)
                 return
             if failed:
-                log.error("update %s failed %s times: given up", update_id, attempts)
+                log.error("journal entry %s failed %s times: given up", update_id, attempts)
             row.processed_at = self.deps.clock.now()
             row.payload_enc = None  # the sender's identity goes with it
         self.processed += 1
@@ -129,10 +152,41 @@ class DurablePoller:
             )
 
     # loop --------------------------------------------------------------------------
-    async def process_pending(self) -> None:
+    async def dispatch_pending(self) -> None:
+        """Start handling every journaled update not yet in hand: chats side by side, each
+        chat's updates in order. Handlers pace their replies (one message a second in a
+        private chat), so one chat must never hold up the others; within a chat, order is
+        what the person did."""
         for update_id in self.pending():
-            await self.process(update_id)
+            if update_id in self._in_flight:
+                continue
+            loaded = self._load(update_id)
+            if loaded is None:
+                continue
+            self._in_flight.add(update_id)
+            await self._slots.acquire()
+            task = asyncio.create_task(self._in_chat_order(update_id, *loaded))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         self.erase_unprocessable()
+
+    async def process_pending(self) -> None:
+        """Handle everything journaled, and wait until it is done."""
+        await self.dispatch_pending()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
+
+    async def _in_chat_order(self, update_id: int, data: dict, attempts: int) -> None:
+        key = _chat_of(data)
+        lock = self._chat_locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                await self._handle(update_id, data, attempts)
+        finally:
+            self._slots.release()
+            self._in_flight.discard(update_id)
+            if not lock.locked() and self._chat_locks.get(key) is lock:
+                del self._chat_locks[key]
 
     async def run(self) -> None:
         """Fetch and process side by side: the next getUpdates (which confirms the last
@@ -144,8 +198,10 @@ class DurablePoller:
             await self._fetch_loop()
         except asyncio.CancelledError:  # killed: stop at once, the journal keeps the rest
             processor.cancel()
+            for task in list(self._tasks):
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await processor
+                await asyncio.gather(processor, *self._tasks, return_exceptions=True)
             raise
         # A graceful stop: what was fetched is processed before we go.
         self._stopping.set()
@@ -154,8 +210,9 @@ class DurablePoller:
 
     async def _process_loop(self) -> None:
         while True:
-            await self.process_pending()  # first of all: what a crash left behind
+            await self.dispatch_pending()  # first of all: what a crash left behind
             if self._stopping.is_set():
+                await self.process_pending()
                 return
             await self._journaled.wait()
             self._journaled.clear()

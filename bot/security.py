@@ -109,3 +109,31 @@ def new_pepper() -> str:
 
 def new_data_key() -> str:
     return Fernet.generate_key().decode("ascii")
+
+
+class ContactBox:
+    """Keeps the chats of tipsters who asked to be told of news.
+
+    Its key is separate from the data key: the row's token is an HMAC of the tip id and
+    the chat id is encrypted, both with this key, so without it a row names neither the
+    tip nor the chat.
+    """
+
+    def __init__(self, contact_key: str) -> None:
+        try:
+            self._fernet = Fernet(contact_key.strip().encode())
+        except ValueError as exc:
+            raise ValueError("the contact key is not a valid Fernet key") from exc
+        self._mac_key = base64.urlsafe_b64decode(contact_key.strip().encode())
+
+    def token(self, tip_id: int) -> str:
+        return _hmac(self._mac_key, "contact", str(tip_id).encode()).hex()[:48]
+
+    def seal(self, chat_id: int) -> str:
+        return self._fernet.encrypt(str(chat_id).encode()).decode("ascii")
+
+    def open(self, sealed: str) -> int:
+        try:
+            return int(self._fernet.decrypt(sealed.encode("ascii")).decode())
+        except (InvalidToken, ValueError) as exc:
+            raise DecryptionError("contact does not decrypt with the contact key") from exc

@@ -18,7 +18,7 @@ from telegram.error import BadRequest
 from bot.deps import Deps
 from bot.domain.receipt import format_receipt, new_receipt_code, parse_receipt
 from bot.drafts import Backoff, ChatSession, Draft, EvidenceItem, Flood, Step, backoff_wait
-from bot.services import followup, intake
+from bot.services import followup, intake, notify
 from bot.services.outbox import Button
 from handlers.common import Context, deps_of, keyboard, private, reply
 
@@ -139,6 +139,7 @@ def reset(s: ChatSession) -> None:
     s.step = Step.IDLE
     s.draft = None
     s.tip_id = None
+    s.question_id = None
     s.unit_page = 0
     s.addition_text.clear()
     s.addition_evidence.clear()
@@ -347,7 +348,10 @@ async def show_review(update: Update, context: Context, s: ChatSession) -> None:
         [b(deps, s.lang, "submit", "submit")],
         [b(deps, s.lang, "edit", "edit"), b(deps, s.lang, "cancel", "cancel")],
     ]
-    await reply(update, context, deps.texts.render(s.lang, "review", draft=s.draft), rows)
+    offer = bool(deps.config.security.contact_key)
+    if offer:  # only where a contact key is configured; off unless the tipster turns it on
+        rows.insert(1, [b(deps, s.lang, "notify_on" if s.draft.notify else "notify_off", "notify")])
+    await reply(update, context, deps.texts.render(s.lang, "review", draft=s.draft, offer_notify=offer), rows)
 
 
 async def ack_addition(update: Update, context: Context, s: ChatSession) -> None:
@@ -376,6 +380,7 @@ async def open_receipt(update: Update, context: Context, s: ChatSession, code: s
         tip = followup.find_tip(session, digest)
         view = None
         if tip is not None:
+            question = followup.open_question(session, deps.keyring, tip.id)
             view = {
                 "id": tip.id,
                 "category": tip.category,
@@ -384,7 +389,9 @@ async def open_receipt(update: Update, context: Context, s: ChatSession, code: s
                 "state": tip.state,
                 "team_number": tip.team_number,
                 "created_at": tip.created_at,
-                "events": followup.public_timeline(tip),
+                "events": followup.public_timeline(tip, deps.keyring),
+                "question": question[1] if question else None,
+                "question_id": question[0] if question else None,
             }
     if view is None:
         backoff = deps.chats.backoffs.setdefault(key, Backoff())
@@ -400,8 +407,11 @@ async def open_receipt(update: Update, context: Context, s: ChatSession, code: s
     deps.chats.backoffs.pop(key, None)
     s.step = Step.FOLLOWUP
     s.tip_id = view["id"]
+    s.question_id = view["question_id"]
     closed = view["state"].startswith("closed")
     rows = [] if closed else [[b(deps, s.lang, "add_info", "add")]]
+    if view["question_id"] is not None and not closed:
+        rows.insert(0, [b(deps, s.lang, "answer_question", "answer")])
     rows.append([b(deps, s.lang, "menu", "menu")])
     await reply(update, context, deps.texts.render(s.lang, "timeline", tip=view), rows, protect=True)
 
@@ -612,22 +622,42 @@ async def btn_submit(update: Update, context: Context, s: ChatSession, _arg: str
     # Committed before the tipster hears of it: the receipt is shown only after this block.
     with deps.sessions.begin() as session:
         tip_id = intake.submit(session, deps, new, digest, deps.clock.now())
+        if draft.notify and update.effective_chat is not None:
+            notify.opt_in(session, deps, tip_id, update.effective_chat.id, deps.clock.now())
     deps.nudge_sender()
-    await reply(update, context, deps.texts.render(s.lang, "receipt", code=format_receipt(code), tip_id=tip_id),
+    await reply(update, context, deps.texts.render(s.lang, "receipt", code=format_receipt(code), tip_id=tip_id,
+                                                   notify=draft.notify),
                 menu_buttons(deps, s.lang), protect=True)
 
 
-async def btn_add(update: Update, context: Context, s: ChatSession, _arg: str) -> None:
+async def btn_add(update: Update, context: Context, s: ChatSession, arg: str) -> None:
     deps = deps_of(context)
     if stale(s, Step.FOLLOWUP) or s.tip_id is None:
         await say_stale(update, context, s)
         return
     await drop_keyboard(update)
+    answering = arg == "answer" and s.question_id is not None
+    if not answering:
+        s.question_id = None
     s.step = Step.ADD_INFO
     s.addition_text.clear()
     s.addition_evidence.clear()
-    await reply(update, context, deps.texts.msg(s.lang, "add_info_prompt", limit=deps.config.intake.max_evidence),
+    prompt = "answer_prompt" if answering else "add_info_prompt"
+    await reply(update, context, deps.texts.msg(s.lang, prompt, limit=deps.config.intake.max_evidence),
                 [[b(deps, s.lang, "cancel", "cancel")]])
+
+
+async def btn_answer(update: Update, context: Context, s: ChatSession, _arg: str) -> None:
+    await btn_add(update, context, s, "answer")
+
+
+async def btn_notify(update: Update, context: Context, s: ChatSession, _arg: str) -> None:
+    if stale(s, Step.REVIEW) or s.draft is None:
+        await say_stale(update, context, s)
+        return
+    s.draft.notify = not s.draft.notify
+    await drop_keyboard(update)
+    await show_review(update, context, s)
 
 
 async def btn_add_send(update: Update, context: Context, s: ChatSession, _arg: str) -> None:
@@ -641,7 +671,7 @@ async def btn_add_send(update: Update, context: Context, s: ChatSession, _arg: s
     await drop_keyboard(update)
     with deps.sessions.begin() as session:
         ok = followup.add_information(session, deps, s.tip_id, list(s.addition_text), list(s.addition_evidence),
-                                      deps.clock.now())
+                                      deps.clock.now(), question_id=s.question_id)
     deps.nudge_sender()
     tip_id = s.tip_id
     reset(s)
@@ -663,6 +693,8 @@ BUTTONS = {
     "cancel": btn_cancel,
     "submit": btn_submit,
     "add": btn_add,
+    "answer": btn_answer,
+    "notify": btn_notify,
     "addsend": btn_add_send,
 }
 

@@ -17,7 +17,7 @@ async def on_error(update: object, context: Context) -> None:
     update_id = update.update_id if isinstance(update, Update) else None
     error = context.error
     # exc_info gives the traceback; the update itself is never formatted into the log.
-    log.error("error while handling update %s: %s", update_id, type(error).__name__,
+    log.error("handler error (journal entry %s): %s", update_id, type(error).__name__,
               exc_info=(type(error), error, error.__traceback__) if error else None)
     poller = context.bot_data.get("poller")
     if poller is not None and update_id is not None:

@@ -266,6 +266,8 @@ class NotifyContact(Base):
     token: Mapped[str] = mapped_column(String(64), primary_key=True)
     chat_enc: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
+    news_at: Mapped[datetime | None]  # something happened: tell the tipster (the sweeper does)
+    final: Mapped[bool] = mapped_column(Boolean, default=False)  # the case closed: forget after telling
 
 
 class AuditEntry(Base):

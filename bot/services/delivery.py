@@ -49,9 +49,15 @@ def team_targets(session: Session, deps: Deps, team_number: int) -> list[Target]
 
 
 def card_buttons(deps: Deps, lang: str, view: TipView) -> list[list[Button]] | None:
-    if view.state != "routed":
-        return None
-    return [[Button(deps.texts.button(lang, "acknowledge"), deps.keyring.sign(f"ack:{view.id}"))]]
+    """The buttons that apply in the tip's state (none once it is closed)."""
+    def button(name: str, action: str) -> Button:
+        return Button(deps.texts.button(lang, name), deps.keyring.sign(f"{action}:{view.id}"))
+
+    if view.state == "routed":
+        return [[button("acknowledge", "ack")], [button("reassign", "rea")]]
+    if view.state in ("acknowledged", "investigating"):
+        return [[button("ask_tipster", "ask"), button("reassign", "rea")], [button("record_outcome", "out")]]
+    return None
 
 
 def render_card(deps: Deps, lang: str, view: TipView) -> tuple[list[str], str]:
@@ -64,11 +70,12 @@ def render_card(deps: Deps, lang: str, view: TipView) -> tuple[list[str], str]:
     return split_html(body), deps.texts.render(lang, "card", tip=view, text_above=True)
 
 
-def enqueue_tip_card(session: Session, deps: Deps, view: TipView, now: datetime, targets: list[Target]) -> int:
+def enqueue_tip_card(session: Session, deps: Deps, view: TipView, now: datetime, targets: list[Target],
+                     key_suffix: str = "") -> int:
     """Queue the card and its evidence for each target; returns the number of rows."""
     rows = 0
     for target in targets:
-        key = f"tip:{view.id}:chat:{target.chat_id}"
+        key = f"tip:{view.id}:chat:{target.chat_id}{key_suffix}"
         before, card = render_card(deps, target.lang, view)
         for i, part in enumerate(before):
             outbox.enqueue(
@@ -127,13 +134,14 @@ def enqueue_card_edits(session: Session, deps: Deps, view: TipView, now: datetim
     langs = {t.chat_id: t.lang for t in team_targets(session, deps, view.team_number)}
     rows = 0
     for card in cards:
+        current = card.chat_id in langs  # a team the tip was reassigned away from gets no buttons
         lang = langs.get(card.chat_id, deps.config.campaign.default_language)
         _, text = render_card(deps, lang, view)
+        buttons = card_buttons(deps, lang, view) if current else None
         outbox.enqueue(
             session, deps.keyring, now, dedupe_key=f"edit:{card.id}:{reason}", chat_id=card.chat_id,
             method="edit_message_text",
-            payload={"text": text, "edit_outbox": card.id,
-                     "buttons": outbox.keyboard_payload(card_buttons(deps, lang, view))},
+            payload={"text": text, "edit_outbox": card.id, "buttons": outbox.keyboard_payload(buttons)},
             purpose="card_edit", tip_id=view.id,
         )
         rows += 1

@@ -13,16 +13,32 @@ from bot.domain.lifecycle import is_closed
 from bot.drafts import EvidenceItem
 from bot.services import delivery, outbox
 from bot.services.views import EvidenceView, add_event
-from storage.models import Evidence, Tip, TipAddition
+from bot.security import Keyring
+from storage.models import Evidence, Question, Tip, TipAddition
 
 
 def find_tip(session: Session, receipt_hash: str) -> Tip | None:
     return session.scalar(select(Tip).where(Tip.receipt_hash == receipt_hash))
 
 
-def public_timeline(tip: Tip) -> list[tuple[datetime, str, int | None]]:
-    """What the tipster may see: public events only, never a staff member's name."""
-    return [(e.at, e.kind, e.team_number) for e in tip.events if e.public]
+PUBLIC_DETAIL = {"closed"}  # events whose detail the tipster may read (the outcome)
+
+
+def public_timeline(tip: Tip, keyring: Keyring) -> list[tuple[datetime, str, int | None, str | None]]:
+    """What the tipster may see: public events only, never a staff member's name; the
+    detail only of events whose detail is public (how the case closed)."""
+    return [
+        (e.at, e.kind, e.team_number, keyring.decrypt_opt(e.detail_enc) if e.kind in PUBLIC_DETAIL else None)
+        for e in tip.events
+        if e.public
+    ]
+
+
+def open_question(session: Session, keyring: Keyring, tip_id: int) -> tuple[int, str] | None:
+    question = session.scalar(
+        select(Question).where(Question.tip_id == tip_id, Question.answered_at.is_(None)).order_by(Question.id)
+    )
+    return (question.id, keyring.decrypt(question.text_enc)) if question else None
 
 
 def add_information(
@@ -32,14 +48,22 @@ def add_information(
     texts: Sequence[str],
     evidence: Sequence[EvidenceItem],
     now: datetime,
+    question_id: int | None = None,
 ) -> bool:
-    """Attach what the tipster added and send it to the team. False if the case is closed."""
+    """Attach what the tipster added (maybe an answer to the team's question) and send it
+    to the team. False if the case is closed."""
     tip = session.get(Tip, tip_id)
     if tip is None or is_closed(tip.state):
         return False
     k = deps.keyring
     text = "\n\n".join(t for t in texts if t.strip()) or None
-    addition = TipAddition(tip_id=tip.id, text_enc=k.encrypt_opt(text), added_at=now)
+    question = session.get(Question, question_id) if question_id is not None else None
+    if question is not None and (question.tip_id != tip.id or question.answered_at is not None):
+        question = None
+    if question is not None:
+        question.answered_at = now
+    addition = TipAddition(tip_id=tip.id, text_enc=k.encrypt_opt(text), added_at=now,
+                           question_id=question.id if question else None)
     session.add(addition)
     session.flush()
     items = []
@@ -49,11 +73,13 @@ def add_information(
         session.add(row)
         session.flush()
         items.append(EvidenceView(row.id, item.kind, item.file_id, item.caption))
-    add_event(session, k, tip, now, "info_added", team_number=tip.team_number)
+    add_event(session, k, tip, now, "answered" if question else "info_added", team_number=tip.team_number)
+    asked = k.decrypt(question.text_enc) if question else None
     for target in delivery.team_targets(session, deps, tip.team_number):
         card = delivery.latest_card_row(session, tip.id, target.chat_id)
         key = f"tip:{tip.id}:addition:{addition.id}:chat:{target.chat_id}"
-        notice = deps.texts.render(target.lang, "addition", tip_id=tip.id, text=text, evidence_count=len(items))
+        notice = deps.texts.render(target.lang, "addition", tip_id=tip.id, text=text, evidence_count=len(items),
+                                   question=asked)
         parts = delivery.split_html(notice)
         first = None
         for i, part in enumerate(parts):

@@ -7,14 +7,14 @@ runs off the event loop); the code itself never reaches the database.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 from bot.deps import Deps
 from bot.domain.lifecycle import CaseState
 from bot.drafts import EvidenceItem
-from bot.services import delivery
+from bot.services import deadlines, delivery
 from bot.services.views import add_event, tip_view
 from storage.models import Evidence, Tip
 
@@ -28,10 +28,6 @@ class NewTip:
     text: str
     evidence: tuple[EvidenceItem, ...] = ()
     channel: str = "telegram"
-
-
-def ack_deadline(deps: Deps, routed_at: datetime) -> datetime:
-    return routed_at + timedelta(hours=deps.config.deadlines.ack_hours)
 
 
 def submit(session: Session, deps: Deps, new: NewTip, receipt_hash: str, now: datetime) -> int:
@@ -55,10 +51,12 @@ def submit(session: Session, deps: Deps, new: NewTip, receipt_hash: str, now: da
         route_reason=decision.reason,
         created_at=now,
         routed_at=now,
-        ack_due_at=ack_deadline(deps, now),
+        ack_due_at=now,  # set by the deadline plan below
     )
     session.add(tip)
     session.flush()
+    deadlines.start_clock(session, deps.config, tip, "ack", now)
+    deadlines.start_clock(session, deps.config, tip, "outcome", now)
     for item in new.evidence:
         tip.evidence.append(
             Evidence(kind=item.kind, file_ref_enc=k.encrypt(item.file_id), caption_enc=k.encrypt_opt(item.caption),

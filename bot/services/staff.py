@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from bot.deps import Deps
 from bot.domain.lifecycle import CaseAction, CaseState, IllegalTransition, transition
-from bot.services import delivery
+from bot.services import audit, deadlines, delivery, notify
 from bot.services.views import add_event, tip_view
 from bot.security import Keyring
 from storage.models import Invite, Staff, TeamChat, Tip, TipEvent
@@ -196,7 +196,10 @@ def acknowledge(session: Session, deps: Deps, tip_id: int, user_id: int, now: da
         return AckResult(AckStatus.NOT_ROUTED, tip_id)
     tip.acknowledged_at = now
     tip.acknowledged_by = staff.id
+    deadlines.cancel(session, now, tip_id=tip.id, kind="ack")
     add_event(session, deps.keyring, tip, now, "acknowledged", team_number=tip.team_number, staff_id=staff.id)
+    audit.record(session, staff_id=staff.id, tip_id=tip.id, action="acknowledged", detail=None, at=now)
+    notify.news(session, deps, tip.id, now)
     session.flush()
     view = tip_view(session, deps.keyring, tip)
     delivery.enqueue_card_edits(session, deps, view, now, reason="ack")

@@ -45,6 +45,8 @@ class TipView:
     route_reason: str
     created_at: datetime
     ack_due_at: datetime
+    outcome_due_at: datetime | None
+    closed_at: datetime | None
     acknowledged_at: datetime | None
     acknowledged_by: str | None
     evidence: tuple[EvidenceView, ...]
@@ -73,6 +75,8 @@ def tip_view(session: Session, keyring: Keyring, tip: Tip) -> TipView:
         route_reason=tip.route_reason,
         created_at=tip.created_at,
         ack_due_at=tip.ack_due_at,
+        outcome_due_at=tip.outcome_due_at,
+        closed_at=tip.closed_at,
         acknowledged_at=tip.acknowledged_at,
         acknowledged_by=staff_names.get(tip.acknowledged_by) if tip.acknowledged_by else None,
         evidence=tuple(evidence_view(keyring, e) for e in tip.evidence if e.addition_id is None),

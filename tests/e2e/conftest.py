@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 
 from bot.app import Runtime
 from bot.clock import OffsetClock
@@ -128,7 +129,8 @@ class Harness:
     # the citizen's whole flow -------------------------------------------------------------
     async def report(self, user: dict[str, Any], *, category: str = "迟到早退脱岗", unit: str = "定昌镇",
                      place: str = "11月20日上午9点，镇政府便民服务大厅",
-                     text: str = "窗口工作人员九点半还没有到岗，群众排队等了很久。", evidence: int = 0) -> str:
+                     text: str = "窗口工作人员九点半还没有到岗，群众排队等了很久。", evidence: int = 0,
+                     notify: bool = False) -> str:
         """Report a tip through the chat as a citizen would; returns the receipt code."""
         uid = user["id"]
         menu = await self.say(user, "/start", expect="receipt code" if self._en(user) else "查询码")
@@ -143,7 +145,10 @@ class Harness:
             ev = await self.expect(uid, f"{evidence}")
         await self.press(user, ev, "完成" if evidence else "跳过", expect="核对")
         review = await self.expect_button(uid, "提交")
-        receipt = await self.press(user, review, "提交", expect="查询码")
+        if notify:
+            await self.press(user, review, "通知我", expect="核对")
+            review = await self.expect_button(uid, "通知我：开")
+        receipt = await self.press(user, review, "提交", expect="您的查询码")
         assert receipt is not None
         return re.search(r"\d{4} \d{4} \d{4} \d{4}", plain(receipt)).group(0)  # type: ignore[union-attr]
 
@@ -158,10 +163,15 @@ async def server() -> AsyncIterator[FakeBotAPI]:
         yield srv
 
 
+CONTACT_KEY = Fernet.generate_key().decode()
+
+
 def e2e_config(database_url: str, server: FakeBotAPI, **sections: dict[str, Any]) -> Config:
     telegram = {"base_url": server.base_url, "base_file_url": server.base_file_url, "poll_timeout_seconds": 5,
                 **FAST, **sections.pop("telegram", {})}
-    return make_config(database_url, telegram=telegram, **sections)
+    security = {"contact_key": CONTACT_KEY, **sections.pop("security", {})}
+    deadlines = {"sweep_seconds": 0.2, **sections.pop("deadlines", {})}
+    return make_config(database_url, telegram=telegram, security=security, deadlines=deadlines, **sections)
 
 
 @pytest.fixture

@@ -32,7 +32,8 @@ async def test_full_tip_flow_with_evidence_and_acknowledgement(harness: Harness)
     assert "已签收" in answer["text"]
     edited = await srv.wait_for(lambda: "已由 王组长" in plain(srv.message(LEAD, card["message_id"]) or {})
                                 and srv.message(LEAD, card["message_id"]))
-    assert not (edited.get("reply_markup") or {}).get("inline_keyboard")
+    labels = [b["text"] for row in edited["reply_markup"]["inline_keyboard"] for b in row]
+    assert labels == ["❓ 询问举报人", "↪ 改派", "🏁 录入结果"]  # no second acknowledgement
 
     # The tipster comes back with the receipt code and sees the acknowledgement.
     timeline = await harness.say(citizen, code, expect="督查组已签收")

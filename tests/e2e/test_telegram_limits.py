@@ -69,3 +69,25 @@ async def test_a_card_longer_than_one_message_is_split(database_url: str, server
         assert [("事情经过" in plain(t) and "见上一条消息" not in plain(t)) for t in texts] == [True, False]
     finally:
         await h.stop()
+
+
+async def test_one_chat_at_its_limit_does_not_hold_up_another(database_url: str) -> None:
+    async with FakeBotAPI("123456:TEST-TOKEN", global_per_second=30, per_chat_per_second=1,
+                          group_per_minute=20) as srv:
+        h = Harness(srv, e2e_config(database_url, srv, telegram=REAL))
+        await h.start()
+        try:
+            busy, other = srv.user(CITIZEN + 5, "Busy"), srv.user(CITIZEN + 6, "Other")
+            for _ in range(4):
+                srv.push_message(busy, "/help")  # four replies: paced one a second
+            await srv.wait_for(lambda: srv.sent_to(CITIZEN + 5))
+            srv.push_message(other, "/help")
+            await srv.wait_for(lambda: srv.sent_to(CITIZEN + 6), timeout=3)
+            # the other chat was answered while the busy one still waited for its turn
+            assert len(srv.sent_to(CITIZEN + 5)) < 4
+            await srv.wait_for(lambda: len(srv.sent_to(CITIZEN + 5)) == 4, timeout=10)
+            assert srv.rate_violations == []
+            texts = [plain(r) for r in srv.sent_to(CITIZEN + 5)]
+            assert all("怎么用" in t for t in texts)
+        finally:
+            await h.stop()

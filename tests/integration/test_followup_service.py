@@ -59,13 +59,14 @@ def test_public_timeline_hides_internal_events_and_staff(leads: Deps, clock: Fak
     with deps.sessions.begin() as session:
         assert staff.acknowledge(session, deps, tip_id, 801, clock.now()).status is staff.AckStatus.ACKNOWLEDGED
     with deps.sessions.begin() as session:
-        timeline = followup.public_timeline(session.get(Tip, tip_id))
-        assert timeline == [(start, "received", None), (start, "routed", 8), (clock.now(), "acknowledged", 8)]
+        timeline = followup.public_timeline(session.get(Tip, tip_id), deps.keyring)
+        assert timeline == [(start, "received", None, None), (start, "routed", 8, None),
+                            (clock.now(), "acknowledged", 8, None)]
         assert LEAD_NAME not in repr(timeline) and "Feng" not in repr(timeline)
 
         waiting = session.get(Tip, waiting_id)
         assert "awaiting_team" in [e.kind for e in waiting.events]
-        assert [kind for _, kind, _ in followup.public_timeline(waiting)] == ["received", "routed"]
+        assert [e[1] for e in followup.public_timeline(waiting, deps.keyring)] == ["received", "routed"]
 
 
 def test_add_information(leads: Deps, engine: Engine, clock: FakeClock) -> None:

@@ -119,8 +119,9 @@ def test_card_and_evidence_for_each_lead(deps: Deps) -> None:
             card_payload = payload(deps, card)
             assert f"#{tip_id}" in card_payload["text"]
             assert html.escape(TEXT, quote=False) in card_payload["text"]
-            [[button]] = card_payload["buttons"]
-            assert deps.keyring.verify(button["data"]) == f"ack:{tip_id}"
+            [[ack], [reassign]] = card_payload["buttons"]
+            assert deps.keyring.verify(ack["data"]) == f"ack:{tip_id}"
+            assert deps.keyring.verify(reassign["data"]) == f"rea:{tip_id}"
             assert payload(deps, photo)["file_id"] == PHOTO
             assert CAPTION in payload(deps, photo)["caption"]
             assert payload(deps, doc)["file_id"] == DOC

@@ -49,7 +49,7 @@ def test_user_text_is_escaped_in_html_templates() -> None:
     texts = Texts(make_config())
     draft = Draft(category="absence", unit="other", unit_other="<b>x</b>", place="a & b", text="<script>",
                   evidence=[EvidenceItem("photo", "f")])
-    out = texts.render("en", "review", draft=draft)
+    out = texts.render("en", "review", draft=draft, offer_notify=False)
     assert "&lt;script&gt;" in out and "a &amp; b" in out and "&lt;b&gt;x&lt;/b&gt;" in out
     assert "<script>" not in out
 

@@ -27,6 +27,8 @@ def upgrade() -> None:
     sa.Column('token', sa.String(length=64), nullable=False),
     sa.Column('chat_enc', sa.Text(), nullable=False),
     sa.Column('created_at', storage.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('news_at', storage.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('final', sa.Boolean(), nullable=False),
     sa.PrimaryKeyConstraint('token', name=op.f('pk_notify_contacts'))
     )
     op.create_table('audit_log',
