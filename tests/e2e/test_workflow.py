@@ -257,3 +257,28 @@ async def test_overdue_rectification_report_is_escalated_to_the_office(harness: 
     h.clock.advance(days=1)
     overdue = await h.expect(OFFICE, "逾期")
     assert "张某" in plain(overdue)
+
+
+async def test_transferred_outcome_tells_the_tipster_where(harness: Harness) -> None:
+    h = harness
+    srv = h.server
+    lead, office, citizen = await _setup(h)
+    code = await h.report(citizen)
+    card = await h.expect(LEAD1, "举报 #1")
+    srv.press(lead, card, "签收")
+    card = await srv.wait_for(lambda: "录入结果" in str(srv.message(LEAD1, card["message_id"])["reply_markup"])
+                              and srv.message(LEAD1, card["message_id"]))
+    srv.press(lead, card, "录入结果")
+    results = await h.expect(LEAD1, "办理结果？")
+    await h.press(lead, results, "移交", expect="移交给哪个部门")
+    await h.say(lead, "县市场监管局", expect="核查情况")
+    confirm = await h.say(lead, "属于市场监管事项。", expect="请核对")
+    await h.press(lead, confirm, "确认", expect="已办结")
+    closed = await srv.wait_for(lambda: "已办结" in plain(srv.message(LEAD1, card["message_id"]))
+                                and srv.message(LEAD1, card["message_id"]))
+    assert not (closed.get("reply_markup") or {}).get("inline_keyboard")
+    timeline = await h.say(citizen, code, expect="已办结")
+    assert "已移交 县市场监管局" in plain(timeline)
+    assert not [b for row in timeline["reply_markup"]["inline_keyboard"] for b in row if "补充" in b["text"]]
+    with h.deps.sessions.begin() as session:
+        assert session.scalar(select(Breach)) is None  # only verified breaches climb the ladder
