@@ -99,6 +99,8 @@ def register_handlers(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     app.add_handler(CommandHandler("cancel", workflow.cancel_command), group=-1)
     app.add_handler(MessageHandler(filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND,
                                    workflow.on_private_text), group=-1)
+    app.add_handler(MessageHandler(filters.ChatType.PRIVATE & ~filters.TEXT & ~filters.COMMAND,
+                                   workflow.on_private_media), group=-1)
     app.add_handler(CommandHandler("join", staff.join))
     app.add_handler(CommandHandler("start", citizen.start))
     app.add_handler(CommandHandler("help", citizen.help_command))

@@ -23,10 +23,12 @@ from bot.domain.lifecycle import CaseAction, Outcome
 from bot.services import workflow
 from bot.services.outbox import Button
 from bot.services.workflow import Allowed, OutcomeInput, ReceiveStatus, Refused
+from handlers.citizen import evidence_of
 from handlers.common import Context, deps_of, keyboard, private, reply
 from storage.models import Tip
 
 FLOW_TTL = timedelta(minutes=30)
+MAX_ATTACHMENTS = 10
 TEXT_LIMITS = {"question": 1000, "reason": 300, "person": 64, "post": 64, "finding": 2000, "where": 128}
 ACTIONS = {"ask": CaseAction.ASK, "rea": CaseAction.REASSIGN, "out": CaseAction.RECORD_OUTCOME,
            "ext": CaseAction.EXTEND}
@@ -160,6 +162,9 @@ async def _prompt(context: Context, user_id: int, flow: StaffFlow) -> None:
         rows = [[_b(deps, lang, "unit_choice", f"breach:{c.key}", name=c.name.get(lang))]
                 for c in deps.config.categories]
         await _say(context, user_id, t.msg(lang, "flow_choose_breach"), [*rows, cancel])
+    elif step == "attachments":
+        rows = [[_b(deps, lang, "attachments_done", "attdone", count=len(flow.data.get("files", [])))]]
+        await _say(context, user_id, t.msg(lang, "flow_attachments", limit=MAX_ATTACHMENTS), [*rows, cancel])
     elif step == "confirm":
         text = t.render(lang, "outcome_review", tip_id=flow.tip_id, data=flow.data)
         await _say(context, user_id, text, [[_b(deps, lang, "flow_confirm", "confirm")], cancel])
@@ -168,9 +173,9 @@ async def _prompt(context: Context, user_id: int, flow: StaffFlow) -> None:
 def _next_outcome_step(flow: StaffFlow) -> str:
     result = flow.data.get("result")
     order = {
-        "verified": ["unit", "person", "post", "breach", "finding", "confirm"],
-        "unfounded": ["finding", "confirm"],
-        "transferred": ["where", "finding", "confirm"],
+        "verified": ["unit", "person", "post", "breach", "finding", "attachments", "confirm"],
+        "unfounded": ["finding", "attachments", "confirm"],
+        "transferred": ["where", "finding", "attachments", "confirm"],
     }[result]
     done = [s for s in order if s in flow.data]
     return order[len(done)] if len(done) < len(order) else "confirm"
@@ -213,6 +218,9 @@ async def on_flow_button(update: Update, context: Context) -> None:
     elif name == "breach" and flow.step == "breach" and arg in {c.key for c in deps.config.categories}:
         flow.data["breach"] = arg
         flow.step = _next_outcome_step(flow)
+    elif name == "attdone" and flow.step == "attachments":
+        flow.data["attachments"] = True
+        flow.step = _next_outcome_step(flow)
     elif name == "confirm" and flow.step == "confirm":
         await _finish(context, user_id, flow)
         return
@@ -249,6 +257,31 @@ async def on_private_text(update: Update, context: Context) -> None:
             await _prompt(context, user.id, flow)
         else:
             await _finish(context, user.id, flow)
+    raise ApplicationHandlerStop
+
+
+async def on_private_media(update: Update, context: Context) -> None:
+    """Files sent by a staff member while recording an outcome (anything else passes on)."""
+    deps = deps_of(context)
+    user, message = update.effective_user, update.effective_message
+    if user is None or message is None or not private(update):
+        return
+    flow = _live_flow(deps, user.id)
+    if flow is None:
+        return
+    if flow.step != "attachments":
+        await reply(update, context, deps.texts.msg(flow.lang, "flow_use_buttons"))
+        raise ApplicationHandlerStop
+    item = evidence_of(message)
+    files = flow.data.setdefault("files", [])
+    if item is None:
+        await reply(update, context, deps.texts.msg(flow.lang, "unsupported_media", kind="other"))
+    elif len(files) >= MAX_ATTACHMENTS:
+        await reply(update, context, deps.texts.msg(flow.lang, "evidence_full", limit=MAX_ATTACHMENTS))
+    else:
+        files.append(item)
+        await reply(update, context, deps.texts.msg(flow.lang, "flow_attachment_received", count=len(files)),
+                    [[_b(deps, flow.lang, "attachments_done", "attdone", count=len(files))]])
     raise ApplicationHandlerStop
 
 
@@ -305,5 +338,6 @@ def _act(session: Any, deps: Deps, allowed: Allowed, flow: StaffFlow, now: datet
     ladder = workflow.record_outcome(session, deps, allowed, OutcomeInput(
         outcome=result, finding=d["finding"], unit_key=d.get("unit"), person_name=d.get("person"),
         person_post=d.get("post"), breach_category=d.get("breach"), transferred_to=d.get("where"),
+        evidence=list(d.get("files", [])),
     ), now)
     return t.render(lang, "outcome_done", tip_id=flow.tip_id, outcome=result.value, ladder=ladder)

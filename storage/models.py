@@ -213,6 +213,7 @@ class Outcome(Base):
     breach_category: Mapped[str | None] = mapped_column(String(32))
     finding_enc: Mapped[str | None] = mapped_column(Text)
     transferred_to: Mapped[str | None] = mapped_column(String(128))
+    attachments_enc: Mapped[str | None] = mapped_column(Text)  # JSON [{kind, file_id}], encrypted
     recorded_by: Mapped[int] = mapped_column(ForeignKey("staff.id"))
     recorded_at: Mapped[datetime]
 

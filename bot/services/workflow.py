@@ -6,6 +6,7 @@ team by editing its cards and writing in the card's thread (through the outbox).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -19,7 +20,7 @@ from bot.domain.lifecycle import CaseAction, Outcome, allowed_actions, transitio
 from bot.services import audit, deadlines, delivery, notify, outbox
 from bot.services.office import office_targets
 from bot.services.outbox import Button
-from bot.services.views import add_event, tip_view
+from bot.services.views import EvidenceView, add_event, tip_view
 from storage.models import Breach, Question, RequiredAction, Staff, Tip
 from storage.models import Outcome as OutcomeRow
 
@@ -207,10 +208,12 @@ def record_outcome(session: Session, deps: Deps, allowed: Allowed, data: Outcome
         raise ValueError("a verified outcome names the unit, the person, the post and the breach")
     _move(tip, CaseAction.RECORD_OUTCOME, data.outcome)
     tip.closed_at = now
+    attachments = [{"kind": e.kind, "file_id": e.file_id} for e in data.evidence]
     row = OutcomeRow(tip_id=tip.id, outcome=data.outcome.value, unit_key=data.unit_key,
                      person_name=data.person_name, person_post=data.person_post,
                      breach_category=data.breach_category, finding_enc=k.encrypt(data.finding),
-                     transferred_to=data.transferred_to, recorded_by=staff.id, recorded_at=now)
+                     transferred_to=data.transferred_to, recorded_by=staff.id, recorded_at=now,
+                     attachments_enc=k.encrypt(json.dumps(attachments)) if attachments else None)
     session.add(row)
     session.flush()
     deadlines.cancel(session, now, tip_id=tip.id)
@@ -222,7 +225,12 @@ def record_outcome(session: Session, deps: Deps, allowed: Allowed, data: Outcome
         result = _climb_ladder(session, deps, tip, row, now)
     _team_note(session, deps, tip, now, f"outcome:{row.id}", "note_outcome", by=staff.display_name,
                outcome=data.outcome.value, finding=data.finding, person=data.person_name,
-               post=data.person_post, transferred_to=data.transferred_to)
+               post=data.person_post, transferred_to=data.transferred_to, attachments=len(attachments))
+    if attachments:  # the team's own files follow the note, by file id
+        items = tuple(EvidenceView(i, e.kind, e.file_id, None) for i, e in enumerate(data.evidence, start=1))
+        for target in delivery.team_targets(session, deps, tip.team_number):
+            delivery.enqueue_evidence(session, deps, tip.id, items, now, target,
+                                      f"outcome:{row.id}:chat:{target.chat_id}", None)
     _refresh_cards(session, deps, tip, now, f"outcome:{row.id}")
     notify.news(session, deps, tip.id, now, final=True)
     return result

@@ -191,7 +191,8 @@ async def test_reassign_by_the_lead_moves_the_card_to_the_new_team(harness: Harn
         assert tip is not None and (tip.team_number, tip.state) == (2, "routed")
 
 
-async def _verify(h: Harness, lead: dict, card: dict, person: str = "张某", post: str = "窗口科员") -> None:
+async def _verify(h: Harness, lead: dict, card: dict, person: str = "张某", post: str = "窗口科员",
+                  attach: bool = False) -> None:
     srv = h.server
     srv.press(lead, card, "签收")
     card = await srv.wait_for(lambda: "录入结果" in str(srv.message(LEAD1, card["message_id"])["reply_markup"])
@@ -203,7 +204,11 @@ async def _verify(h: Harness, lead: dict, card: dict, person: str = "张某", po
     await h.say(lead, person, expect="职务")
     breach = await h.say(lead, post, expect="违纪类别")
     await h.press(lead, breach, "迟到早退脱岗", expect="核查情况")
-    confirm = await h.say(lead, "经调取考勤记录，情况属实。", expect="请核对")
+    files = await h.say(lead, "经调取考勤记录，情况属实。", expect="如有附件")
+    if attach:
+        h.server.push_message(lead, document="考勤记录.pdf")
+        files = await h.expect(LEAD1, "已收到附件 1 个")
+    confirm = await h.press(lead, files, "完成", expect="请核对")
     await h.press(lead, confirm, "确认", expect="已办结")
 
 
@@ -250,8 +255,11 @@ async def test_overdue_rectification_report_is_escalated_to_the_office(harness: 
     lead, office, citizen = await _setup(h)
     await h.report(citizen)
     card = await h.expect(LEAD1, "举报 #1")
-    await _verify(h, lead, card)
+    await _verify(h, lead, card, attach=True)
     await h.expect(OFFICE, "举报 #1 查实")
+    doc = await h.server.wait_for(lambda: next((r for r in h.server.sent_to(LEAD1)
+                                                if r["method"] == "sendDocument"), None))
+    assert "举报 #1" in plain(doc)  # the lead's attachment reached the card's thread
     h.clock.advance(days=6, minutes=1)
     await h.expect(OFFICE, "提醒")
     h.clock.advance(days=1)
@@ -272,7 +280,8 @@ async def test_transferred_outcome_tells_the_tipster_where(harness: Harness) -> 
     results = await h.expect(LEAD1, "办理结果？")
     await h.press(lead, results, "移交", expect="移交给哪个部门")
     await h.say(lead, "县市场监管局", expect="核查情况")
-    confirm = await h.say(lead, "属于市场监管事项。", expect="请核对")
+    files = await h.say(lead, "属于市场监管事项。", expect="如有附件")
+    confirm = await h.press(lead, files, "完成", expect="请核对")
     await h.press(lead, confirm, "确认", expect="已办结")
     closed = await srv.wait_for(lambda: "已办结" in plain(srv.message(LEAD1, card["message_id"]))
                                 and srv.message(LEAD1, card["message_id"]))

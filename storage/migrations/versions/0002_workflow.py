@@ -56,6 +56,7 @@ def upgrade() -> None:
     sa.Column('breach_category', sa.String(length=32), nullable=True),
     sa.Column('finding_enc', sa.Text(), nullable=True),
     sa.Column('transferred_to', sa.String(length=128), nullable=True),
+    sa.Column('attachments_enc', sa.Text(), nullable=True),
     sa.Column('recorded_by', sa.Integer(), nullable=False),
     sa.Column('recorded_at', storage.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['recorded_by'], ['staff.id'], name=op.f('fk_outcomes_recorded_by_staff')),
