@@ -38,7 +38,7 @@ from bot.polling import DurablePoller
 from bot.ratelimit import PacingRateLimiter
 from bot.sender import OutboxSender
 from bot.texts import Texts
-from handlers import citizen, errors, staff
+from handlers import citizen, entry, errors, staff
 from handlers.common import BotData, Context, reply
 from storage.db import make_engine, make_sessions, upgrade
 
@@ -89,6 +89,7 @@ def build_application(deps: Deps) -> Application[Any, Any, Any, Any, Any, Any]:
 
 
 def register_handlers(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    entry.register(app)  # office staff entering phone and mail tips: before the citizens' handlers
     app.add_handler(CommandHandler("join", staff.join))
     app.add_handler(CommandHandler("start", citizen.start))
     app.add_handler(CommandHandler("help", citizen.help_command))
