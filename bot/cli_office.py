@@ -15,6 +15,7 @@ import functools
 import os
 import sys
 import tempfile
+import unicodedata
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -122,14 +123,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
               f"{tip.category} {texts.category_name(tip.category, lang)}  unit {tip.unit_key} {unit}  "
               f"team {tip.team_number} {texts.team_name(tip.team_number, lang)}  state {tip.state}")
     print(f"audit trail (times in {cfg.campaign.timezone}):")
-    width = max(len(e.who) for e in entries)
+    width = max(_width(e.who) for e in entries)
     for e in entries:
-        print(f"  {texts.local_time(e.at)}  {e.who:<{width}}  {e.action:<14} {e.detail or ''}".rstrip())
+        who = e.who + " " * (width - _width(e.who))
+        print(f"  {texts.local_time(e.at)}  {who}  {e.action:<14} {e.detail or ''}".rstrip())
     print("public timeline (what the tipster sees):")
     for at, kind, team_number in timeline:
         team = f"  team {team_number} {texts.team_name(team_number, lang)}" if team_number is not None else ""
         print(f"  {texts.local_time(at)}  {kind}{team}")
     return 0
+
+
+def _width(text: str) -> int:
+    """Columns `text` takes in a terminal (Chinese characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 # --- export --------------------------------------------------------------------------------
