@@ -202,7 +202,7 @@ class _output:
         os.chmod(self._tmp.name, 0o600)
         return self._tmp
 
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
         if self._tmp is None:
             sys.stdout.buffer.flush()
             return

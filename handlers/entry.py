@@ -20,7 +20,13 @@ from typing import Any
 
 from telegram import Message, Update
 from telegram.error import BadRequest
-from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    filters,
+)
 
 from bot.clock import Clock
 from bot.deps import Deps
@@ -194,7 +200,8 @@ async def leave(update: Update, context: Context) -> None:
         store_of(context).drop(update.effective_user.id)
 
 
-async def _current(update: Update, context: Context) -> Entry | None:
+async def _current(update: Update, context: Context) -> tuple[Entry | None, bool]:
+    """The member's open entry; if it had expired, they are told so (and it is gone)."""
     deps = deps_of(context)
     assert update.effective_user is not None
     entry, expired = store_of(context).get(update.effective_user.id)
@@ -202,7 +209,7 @@ async def _current(update: Update, context: Context) -> Entry | None:
         lang = _office_lang(deps, update.effective_user.id) or deps.config.campaign.default_language
         await reply(update, context, deps.texts.msg(lang, "entry_expired",
                                                     minutes=deps.config.intake.draft_ttl_minutes))
-    return entry
+    return entry, expired
 
 
 # --- messages ------------------------------------------------------------------------------
@@ -210,7 +217,7 @@ async def on_message(update: Update, context: Context) -> None:
     message = update.effective_message
     if message is None or update.effective_user is None:
         return
-    entry = await _current(update, context)
+    entry, _ = await _current(update, context)
     if entry is None:
         return
     deps = deps_of(context)
@@ -380,10 +387,11 @@ async def on_button(update: Update, context: Context) -> None:
         await answer(query, deps.texts.msg(lang, "button_invalid"), alert=True)
         return
     await answer(query)
-    entry = await _current(update, context)
+    entry, expired = await _current(update, context)
     if entry is None:
         await drop_keyboard(update)
-        await reply(update, context, deps.texts.msg(lang, "entry_stale"))
+        if not expired:
+            await reply(update, context, deps.texts.msg(lang, "entry_stale"))
         return
     action, _, arg = payload[2:].partition(":")
     handler = BUTTONS.get(action)

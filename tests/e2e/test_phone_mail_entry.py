@@ -120,3 +120,18 @@ async def test_cancel_ends_the_entry_and_the_member_is_a_citizen_again(harness: 
     await h.say(office, "随便打字", expect="请用下面的按钮")  # the citizens' flow answers now
     srv.press(office, cats, "迟到早退脱岗")
     await h.expect(OFFICE, "按钮已过期")
+
+
+async def test_start_leaves_an_entry_and_an_idle_entry_expires(harness: Harness) -> None:
+    h, srv = harness, harness.server
+    office = srv.user(OFFICE, "Office Wu")
+    h.add_staff(office, "office", None)
+    await h.say(office, "/enter", expect="怎么收到的")
+    await h.say(office, "/start", expect="查询码")  # the citizens' menu, and the entry is gone
+    await h.say(office, "随便打字", expect="请用下面的按钮")
+    channel = await h.say(office, "/enter", expect="怎么收到的")
+    h.clock.advance(minutes=h.config.intake.draft_ttl_minutes + 1)
+    srv.press(office, channel, "举报电话")
+    await h.expect(OFFICE, "超过 60 分钟未操作")
+    await h.say(office, "随便打字", expect="请用下面的按钮")
+    assert not any("按钮已过期" in plain(r) for r in srv.sent_to(OFFICE))  # told once, not twice

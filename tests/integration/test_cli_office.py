@@ -76,7 +76,7 @@ def test_enter_routes_a_phone_tip_and_prints_a_working_receipt_code(cli: Any, de
 def test_enter_reads_the_text_from_a_file_and_takes_another_unit(cli: Any, deps: Deps, tmp_path: Path) -> None:
     letter = tmp_path / "letter.txt"
     letter.write_text(f"{TEXT}\n第二段。\n", encoding="utf-8")
-    status, out, err = cli("enter", "--channel", "mail", "--category", "official-car", "--unit", "other",
+    status, _, err = cli("enter", "--channel", "mail", "--category", "official-car", "--unit", "other",
                            "--unit-other", "县水务中心", "--place", "来信：3月1日", "--text-file", str(letter))
     assert status == 0, err
     with deps.sessions.begin() as session:
@@ -139,8 +139,8 @@ def test_audit_prints_the_trail_and_the_public_timeline(cli: Any, deps: Deps, cl
     status, out, err = cli("audit", "1")
     assert status == 0, err
     assert out.splitlines() == [
-        "tip #1  phone  received 2026-03-02 09:30  absence 迟到早退脱岗  unit dingchang 定昌镇  "
-        "team 1 第一督查组  state acknowledged",
+        ("tip #1  phone  received 2026-03-02 09:30  absence 迟到早退脱岗  unit dingchang 定昌镇  "
+         "team 1 第一督查组  state acknowledged"),
         "audit trail (times in Asia/Shanghai):",
         "  2026-03-02 09:30  cli            entered        cli; channel=phone",
         "  2026-03-02 09:55  王组长 (lead)  acknowledged",
