@@ -39,7 +39,7 @@ from bot.ratelimit import PacingRateLimiter
 from bot.sender import OutboxSender
 from bot.texts import Texts
 from bot import jobs
-from handlers import citizen, errors, staff, workflow
+from handlers import citizen, entry, errors, staff, workflow
 from handlers.common import BotData, Context, reply
 from storage.db import make_engine, make_sessions, upgrade
 
@@ -101,6 +101,7 @@ def register_handlers(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
                                    workflow.on_private_text), group=-1)
     app.add_handler(MessageHandler(filters.ChatType.PRIVATE & ~filters.TEXT & ~filters.COMMAND,
                                    workflow.on_private_media), group=-1)
+    entry.register(app)  # office staff entering phone and mail tips: before the citizens' handlers
     app.add_handler(CommandHandler("join", staff.join))
     app.add_handler(CommandHandler("start", citizen.start))
     app.add_handler(CommandHandler("help", citizen.help_command))

@@ -6,6 +6,9 @@
     tipline invite --group --team 3     a one-time code that binds a team's Telegram group
     tipline teams                       teams, their members and bound groups
     tipline outbox                      delivery state of messages to staff
+    tipline enter --channel phone ...   enter a tip received by phone or mail (bot/cli_office.py)
+    tipline audit TIP                   a tip's audit trail and public timeline
+    tipline export [--out cases.xlsx]   one row per tip, for the office (CSV or XLSX)
     tipline init                        write config.toml from the example, with new secrets
     tipline keygen                      print a new pepper and data key
     tipline check-config                validate the configuration and say what is wrong
@@ -25,7 +28,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from bot import logs
-from bot.config import Config, ConfigError, load_config, require_storage_secrets
+from bot.config import Config, ConfigError, load_config, require_secrets, require_storage_secrets
 from bot.security import new_data_key, new_pepper
 
 
@@ -38,6 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bot.app import serve
 
     config = _config(args)
+    require_secrets(config)  # before logging is set up: a plain message, at once
     logs.configure(config.logging.level)
     asyncio.run(serve(config))
     return 0
@@ -179,6 +183,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("keygen", help="print a new pepper and data key").set_defaults(func=cmd_keygen)
     sub.add_parser("init", help="write config.toml from the example, with new secrets").set_defaults(func=cmd_init)
     sub.add_parser("check-config", help="validate the configuration").set_defaults(func=cmd_check)
+    from bot.cli_office import add_commands  # enter, audit, export
+
+    add_commands(sub)
     return p
 
 

@@ -49,7 +49,8 @@ async def join(update: Update, context: Context) -> None:
         if private(update):
             result = staff_service.join(session, deps, code, user.id, user.full_name, lang, now)
         else:
-            result = staff_service.bind_group(session, deps, code, chat.id, chat.title or "", now)
+            result = staff_service.bind_group(session, deps, code, chat.id, chat.title or "", now,
+                                                  by_user_id=user.id)
     if result.status in (JoinStatus.INVALID, JoinStatus.WRONG_KIND):
         b = deps.chats.backoffs.setdefault(key, Backoff())
         b.failures += 1

@@ -1,20 +1,69 @@
-"""The audit trail: every staff view and action on a tip (who, what, when)."""
+"""The audit trail: every staff view of and action on a tip, who did it and when.
+
+`record` adds a row to the caller's transaction (it never commits), so an action and its
+audit entry are stored together or not at all. Staff are not anonymous; tipsters never
+appear here (there is nothing about them to record). `staff_id` is None for what the
+office does from the shell (`detail` then starts with "cli").
+
+Actions in use: acknowledged, joined, bound, entered, viewed_audit, exported (and the
+workflow's ask, reassign, outcome, extend, ...).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.models import AuditEntry
+from storage.models import AuditEntry, Staff
+
+ACTION_MAX = 32
+DETAIL_MAX = 512
 
 
-def record(session: Session, *, staff_id: int | None, tip_id: int | None, action: str, detail: str | None,
-           at: datetime) -> None:
-    session.add(AuditEntry(at=at, staff_id=staff_id, tip_id=tip_id, action=action,
-                           detail=detail[:512] if detail else None))
+@dataclass(frozen=True, slots=True)
+class TrailEntry:
+    at: datetime
+    staff_id: int | None
+    staff_name: str | None  # None: the CLI (or a person no longer registered)
+    staff_role: str | None
+    action: str
+    detail: str | None
+
+    @property
+    def who(self) -> str:
+        if self.staff_id is None:
+            return "cli" if (self.detail or "").startswith("cli") else "not registered"
+        return f"{self.staff_name or '?'} ({self.staff_role or '?'})"
 
 
-def trail(session: Session, tip_id: int) -> list[AuditEntry]:
-    return list(session.scalars(select(AuditEntry).where(AuditEntry.tip_id == tip_id).order_by(AuditEntry.id)))
+def record(
+    session: Session,
+    *,
+    staff_id: int | None,
+    tip_id: int | None,
+    action: str,
+    detail: str | None,
+    at: datetime,
+) -> None:
+    """Add one audit entry to the session's transaction (the caller commits)."""
+    if not action or len(action) > ACTION_MAX:
+        raise ValueError(f"an audit action is 1 to {ACTION_MAX} characters: {action!r}")
+    if at.tzinfo is None:
+        raise ValueError("audit times are timezone-aware")
+    if detail is not None and len(detail) > DETAIL_MAX:
+        detail = detail[: DETAIL_MAX - 1] + "…"
+    session.add(AuditEntry(at=at, staff_id=staff_id, tip_id=tip_id, action=action, detail=detail))
+
+
+def trail(session: Session, tip_id: int) -> list[TrailEntry]:
+    """The tip's audit entries, oldest first, with the staff member's name and role."""
+    rows = session.execute(
+        select(AuditEntry, Staff.display_name, Staff.role)
+        .outerjoin(Staff, Staff.id == AuditEntry.staff_id)
+        .where(AuditEntry.tip_id == tip_id)
+        .order_by(AuditEntry.at, AuditEntry.id)
+    ).all()
+    return [TrailEntry(e.at, e.staff_id, name, role, e.action, e.detail) for e, name, role in rows]

@@ -108,13 +108,18 @@ def join(
         staff.active = True
     session.flush()
     invite.used_by_staff_id = staff.id
+    audit.record(session, staff_id=staff.id, tip_id=None, action="joined",
+                 detail=f"role={staff.role} team={staff.team_number}", at=now)
     redelivered = 0
     if staff.role == "lead" and staff.team_number is not None:
         redelivered = redeliver_waiting(session, deps, staff.team_number, now)
     return JoinResult(JoinStatus.JOINED, staff.role, staff.team_number, redelivered)
 
 
-def bind_group(session: Session, deps: Deps, code: str, chat_id: int, title: str, now: datetime) -> JoinResult:
+def bind_group(
+    session: Session, deps: Deps, code: str, chat_id: int, title: str, now: datetime, *, by_user_id: int | None = None
+) -> JoinResult:
+    """Bind a team's Telegram group; `by_user_id` (who sent /join) goes into the audit trail."""
     invite = _usable_invite(session, deps.keyring, code, now)
     if invite is None:
         return JoinResult(JoinStatus.INVALID)
@@ -130,6 +135,9 @@ def bind_group(session: Session, deps: Deps, code: str, chat_id: int, title: str
         chat.team_number, chat.title, chat.active, chat.bound_at = invite.team_number, title[:256], True, now
     invite.used_by_chat_id = chat_id
     session.flush()
+    by = staff_by_user(session, by_user_id) if by_user_id is not None else None
+    audit.record(session, staff_id=by.id if by else None, tip_id=None, action="bound",
+                 detail=f"team={invite.team_number} chat={chat_id}", at=now)
     redelivered = redeliver_waiting(session, deps, invite.team_number, now)
     return JoinResult(JoinStatus.BOUND, None, invite.team_number, redelivered)
 
