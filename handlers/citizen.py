@@ -20,7 +20,7 @@ from bot.domain.receipt import format_receipt, new_receipt_code, parse_receipt
 from bot.drafts import Backoff, ChatSession, Draft, EvidenceItem, Flood, Step, backoff_wait
 from bot.services import followup, intake, notify
 from bot.services.outbox import Button
-from handlers.common import Context, deps_of, keyboard, private, reply
+from handlers.common import Context, deps_of, keyboard, private, reply, unit_pages, unit_picker
 
 EVIDENCE_DEBOUNCE_SECONDS = 0.8
 UNSUPPORTED = ("sticker", "location", "venue", "contact", "poll", "dice", "game", "video_note", "animation", "story")
@@ -252,21 +252,7 @@ async def ask_category(update: Update, context: Context, s: ChatSession) -> None
 
 
 def unit_rows(deps: Deps, s: ChatSession) -> list[list[Button]]:
-    per = deps.config.intake.units_per_page
-    units = deps.config.units
-    pages = max(1, math.ceil(len(units) / per))
-    page = min(max(s.unit_page, 0), pages - 1)
-    s.unit_page = page
-    chunk = units[page * per : (page + 1) * per]
-    rows = [[b(deps, s.lang, "unit", f"unit:{u.key}", name=u.name.get(s.lang))] for u in chunk]
-    nav = []
-    if page > 0:
-        nav.append(b(deps, s.lang, "prev", f"upage:{page - 1}"))
-    if page < pages - 1:
-        nav.append(b(deps, s.lang, "next", f"upage:{page + 1}"))
-    if nav:
-        rows.append(nav)
-    rows.append([b(deps, s.lang, "other_unit", "unit:other")])
+    rows, s.unit_page = unit_picker(deps, s.lang, s.unit_page, lambda *a, **kw: b(deps, s.lang, *a, **kw))
     return rows
 
 
@@ -274,8 +260,7 @@ async def ask_unit(update: Update, context: Context, s: ChatSession) -> None:
     deps = deps_of(context)
     s.step = Step.UNIT
     s.unit_page = 0
-    pages = max(1, math.ceil(len(deps.config.units) / deps.config.intake.units_per_page))
-    await reply(update, context, deps.texts.msg(s.lang, "choose_unit", pages=pages), unit_rows(deps, s))
+    await reply(update, context, deps.texts.msg(s.lang, "choose_unit", pages=unit_pages(deps)), unit_rows(deps, s))
 
 
 async def ask_place(update: Update, context: Context, s: ChatSession) -> None:

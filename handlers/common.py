@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+from collections.abc import Callable
 from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Update
@@ -74,3 +76,24 @@ async def reply(
 
 def private(update: Update) -> bool:
     return update.effective_chat is not None and update.effective_chat.type == "private"
+
+
+def unit_pages(deps: Deps) -> int:
+    return max(1, math.ceil(len(deps.config.units) / deps.config.intake.units_per_page))
+
+
+def unit_picker(deps: Deps, lang: str, page: int, make: Callable[..., Button]) -> tuple[list[list[Button]], int]:
+    """A page of unit buttons with Previous/Next and "other"; `make(label, payload, **kw)`
+    builds a button of the calling flow. Returns the rows and the page actually shown."""
+    per = deps.config.intake.units_per_page
+    page = min(max(page, 0), unit_pages(deps) - 1)
+    rows = [[make("unit", f"unit:{u.key}", name=u.name.get(lang))] for u in deps.config.units[page * per : (page + 1) * per]]
+    nav = []
+    if page > 0:
+        nav.append(make("prev", f"upage:{page - 1}"))
+    if page < unit_pages(deps) - 1:
+        nav.append(make("next", f"upage:{page + 1}"))
+    if nav:
+        rows.append(nav)
+    rows.append([make("other_unit", "unit:other")])
+    return rows, page

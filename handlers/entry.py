@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -36,7 +35,7 @@ from bot.services import entry as entry_service
 from bot.services import intake
 from bot.services.outbox import Button
 from handlers.citizen import UNSUPPORTED, answer, drop_keyboard, evidence_of
-from handlers.common import Context, deps_of, keyboard, private, reply
+from handlers.common import Context, deps_of, keyboard, private, reply, unit_pages, unit_picker
 from storage.models import Tip
 
 ALBUM_DEBOUNCE_SECONDS = 0.8
@@ -307,21 +306,8 @@ async def ask_category(update: Update, context: Context, entry: Entry) -> None:
 
 
 def unit_rows(deps: Deps, entry: Entry) -> list[list[Button]]:
-    per = deps.config.intake.units_per_page
-    units = deps.config.units
-    pages = max(1, math.ceil(len(units) / per))
-    page = min(max(entry.unit_page, 0), pages - 1)
-    entry.unit_page = page
-    rows = [[b(deps, entry.lang, "unit", f"unit:{u.key}", name=u.name.get(entry.lang))]
-            for u in units[page * per : (page + 1) * per]]
-    nav = []
-    if page > 0:
-        nav.append(b(deps, entry.lang, "prev", f"upage:{page - 1}"))
-    if page < pages - 1:
-        nav.append(b(deps, entry.lang, "next", f"upage:{page + 1}"))
-    if nav:
-        rows.append(nav)
-    rows.append([b(deps, entry.lang, "other_unit", "unit:other")])
+    rows, entry.unit_page = unit_picker(deps, entry.lang, entry.unit_page,
+                                        lambda *a, **kw: b(deps, entry.lang, *a, **kw))
     return rows
 
 
@@ -329,8 +315,7 @@ async def ask_unit(update: Update, context: Context, entry: Entry) -> None:
     deps = deps_of(context)
     entry.step = EntryStep.UNIT
     entry.unit_page = 0
-    pages = max(1, math.ceil(len(deps.config.units) / deps.config.intake.units_per_page))
-    await reply(update, context, deps.texts.msg(entry.lang, "entry_choose_unit", pages=pages),
+    await reply(update, context, deps.texts.msg(entry.lang, "entry_choose_unit", pages=unit_pages(deps)),
                 unit_rows(deps, entry))
 
 
