@@ -20,7 +20,7 @@ from bot.domain.receipt import format_receipt, new_receipt_code, parse_receipt
 from bot.drafts import Backoff, ChatSession, Draft, EvidenceItem, Flood, Step, backoff_wait
 from bot.services import followup, intake, notify
 from bot.services.outbox import Button
-from handlers.common import Context, deps_of, keyboard, private, reply, unit_pages, unit_picker
+from handlers.common import Context, checked_text, deps_of, keyboard, private, reply, unit_pages, unit_picker
 
 EVIDENCE_DEBOUNCE_SECONDS = 0.8
 UNSUPPORTED = ("sticker", "location", "venue", "contact", "poll", "dice", "game", "video_note", "animation", "story")
@@ -218,16 +218,8 @@ def evidence_of(message: Message) -> EvidenceItem | None:
 async def take_text(
     update: Update, context: Context, s: ChatSession, text: str, field: str, maximum: int, minimum: int
 ) -> None:
-    deps = deps_of(context)
-    value = text.strip()
-    if not value:
-        await reply(update, context, deps.texts.msg(s.lang, "empty_text"))
-        return
-    if len(value) > maximum:
-        await reply(update, context, deps.texts.msg(s.lang, "too_long", limit=maximum, length=len(value)))
-        return
-    if len(value) < minimum:
-        await reply(update, context, deps.texts.msg(s.lang, "too_short", minimum=minimum, length=len(value)))
+    value = await checked_text(update, context, s.lang, text, maximum, minimum)
+    if value is None:
         return
     draft = s.draft or Draft()
     s.draft = draft

@@ -97,3 +97,20 @@ def unit_picker(deps: Deps, lang: str, page: int, make: Callable[..., Button]) -
         rows.append(nav)
     rows.append([make("other_unit", "unit:other")])
     return rows, page
+
+
+async def checked_text(update: Update, context: Context, lang: str, text: str, maximum: int, minimum: int = 1
+                       ) -> str | None:
+    """The typed text, stripped, if its length is within bounds; else None, after telling
+    the person the limit (an overlong text is refused, never cut)."""
+    deps = deps_of(context)
+    value = text.strip()
+    if not value:
+        await reply(update, context, deps.texts.msg(lang, "empty_text"))
+    elif len(value) > maximum:
+        await reply(update, context, deps.texts.msg(lang, "too_long", limit=maximum, length=len(value)))
+    elif len(value) < minimum:
+        await reply(update, context, deps.texts.msg(lang, "too_short", minimum=minimum, length=len(value)))
+    else:
+        return value
+    return None

@@ -35,7 +35,7 @@ from bot.services import entry as entry_service
 from bot.services import intake
 from bot.services.outbox import Button
 from handlers.citizen import UNSUPPORTED, answer, drop_keyboard, evidence_of
-from handlers.common import Context, deps_of, keyboard, private, reply, unit_pages, unit_picker
+from handlers.common import Context, checked_text, deps_of, keyboard, private, reply, unit_pages, unit_picker
 from storage.models import Tip
 
 ALBUM_DEBOUNCE_SECONDS = 0.8
@@ -250,16 +250,8 @@ async def on_message(update: Update, context: Context) -> None:
 
 async def take_text(update: Update, context: Context, entry: Entry, text: str, name: str, maximum: int,
                     minimum: int) -> None:
-    deps = deps_of(context)
-    value = text.strip()
-    if not value:
-        await reply(update, context, deps.texts.msg(entry.lang, "empty_text"))
-        return
-    if len(value) > maximum:
-        await reply(update, context, deps.texts.msg(entry.lang, "too_long", limit=maximum, length=len(value)))
-        return
-    if len(value) < minimum:
-        await reply(update, context, deps.texts.msg(entry.lang, "too_short", minimum=minimum, length=len(value)))
+    value = await checked_text(update, context, entry.lang, text, maximum, minimum)
+    if value is None:
         return
     setattr(entry.draft, name, value)
     if entry.draft.editing and entry.complete():

@@ -24,7 +24,7 @@ from bot.services import workflow
 from bot.services.outbox import Button
 from bot.services.workflow import Allowed, OutcomeInput, ReceiveStatus, Refused
 from handlers.citizen import evidence_of
-from handlers.common import Context, deps_of, keyboard, private, reply
+from handlers.common import Context, checked_text, deps_of, keyboard, private, reply
 from storage.models import Tip
 
 FLOW_TTL = timedelta(minutes=30)
@@ -240,18 +240,14 @@ async def on_private_text(update: Update, context: Context) -> None:
     flow = _live_flow(deps, user.id)
     if flow is None:
         return  # not in a flow: let the citizen handlers have it
-    text = (message.text or "").strip()
+    text = message.text or ""
     step = flow.step
-    if step not in ("question", "reason", "person", "post", "finding", "where"):
+    if step not in TEXT_LIMITS:  # a choice is expected, not text
         await reply(update, context, deps.texts.msg(flow.lang, "flow_use_buttons"))
         raise ApplicationHandlerStop
-    limit = TEXT_LIMITS["question" if step == "question" else step]
-    if not text:
-        await reply(update, context, deps.texts.msg(flow.lang, "empty_text"))
-    elif len(text) > limit:
-        await reply(update, context, deps.texts.msg(flow.lang, "too_long", limit=limit, length=len(text)))
-    else:
-        flow.data[step] = text
+    value = await checked_text(update, context, flow.lang, text, TEXT_LIMITS[step])
+    if value is not None:
+        flow.data[step] = value
         if flow.kind == "out":
             flow.step = _next_outcome_step(flow)
             await _prompt(context, user.id, flow)
