@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine
 from telegram import BotCommand, Update
 from telegram.constants import ParseMode
+from telegram.error import TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -31,7 +32,7 @@ from telegram.ext import (
 
 from bot import logs
 from bot.clock import Clock, SystemClock
-from bot.config import Config, require_secrets
+from bot.config import LANGUAGES, Config, require_secrets
 from bot.deps import Deps, make_keyring, make_router
 from bot.drafts import SessionStore
 from bot.polling import DurablePoller
@@ -126,10 +127,7 @@ async def _sweep_sessions(context: Context) -> None:
     deps.chats.sweep(deps.clock.now())
 
 
-COMMANDS = {
-    "zh": [("start", "开始 / 举报"), ("cancel", "取消当前操作"), ("help", "帮助")],
-    "en": [("start", "Start / report a tip"), ("cancel", "Cancel what you are doing"), ("help", "Help")],
-}
+COMMANDS = ("start", "cancel", "help")  # the menu every chat sees; descriptions come from buttons.txt
 
 
 class Runtime:
@@ -151,9 +149,12 @@ class Runtime:
     async def start(self) -> None:
         await self.app.initialize()
         await self.app.start()
-        with contextlib.suppress(Exception):
-            await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS["zh"]])
-            await self.app.bot.set_my_commands([BotCommand(c, d) for c, d in COMMANDS["en"]], language_code="en")
+        texts = self.deps.texts
+        with contextlib.suppress(TelegramError):  # a menu is a nicety: never a reason not to start
+            for lang in LANGUAGES:
+                commands = [BotCommand(c, texts.button(lang, f"command_{c}")) for c in COMMANDS]
+                code = None if lang == self.config.campaign.default_language else lang.split("-")[0]
+                await self.app.bot.set_my_commands(commands, language_code=code)
         self.sender.start()
         self._poll_task = asyncio.create_task(self.poller.run(), name="tipline-poller")
 

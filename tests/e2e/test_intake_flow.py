@@ -38,3 +38,11 @@ async def test_full_tip_flow_with_evidence_and_acknowledgement(harness: Harness)
     # The tipster comes back with the receipt code and sees the acknowledgement.
     timeline = await harness.say(citizen, code, expect="督查组已签收")
     assert "已交办第一督查组" in plain(timeline)
+
+
+async def test_command_menu_is_set_in_both_languages(harness: Harness) -> None:
+    srv = harness.server
+    await srv.wait_for(lambda: len(srv.calls_for("setMyCommands")) >= 2)
+    assert [c["command"] for c in srv.commands()] == ["start", "cancel", "help"]
+    assert srv.commands()[0]["description"] == "开始 / 举报"
+    assert srv.commands(language_code="en")[0]["description"] == "Start / report a tip"
