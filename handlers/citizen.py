@@ -19,6 +19,7 @@ from bot.deps import Deps
 from bot.domain.receipt import format_receipt, new_receipt_code, parse_receipt
 from bot.drafts import Backoff, ChatSession, Draft, EvidenceItem, Flood, Step, backoff_wait
 from bot.services import followup, intake, notify
+from bot.services import staff as staff_service
 from bot.services.outbox import Button
 from handlers.common import Context, checked_text, deps_of, keyboard, private, reply, unit_pages, unit_picker
 
@@ -113,6 +114,13 @@ async def help_command(update: Update, context: Context) -> None:
         return
     deps = deps_of(context)
     await reply(update, context, deps.texts.render(s.lang, "help"), menu_buttons(deps, s.lang))
+    user = update.effective_user
+    if user is not None:  # staff also get their own page (reading the staff table writes nothing)
+        with deps.sessions.begin() as session:
+            member = staff_service.staff_by_user(session, user.id)
+            role, team, lang = (member.role, member.team_number, member.language) if member else (None, None, "")
+        if role is not None:
+            await reply(update, context, deps.texts.render(lang, "help_staff", role=role, team=team or 0))
 
 
 async def cancel(update: Update, context: Context) -> None:

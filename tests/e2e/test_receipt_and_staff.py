@@ -128,3 +128,16 @@ async def test_forged_ack_button_is_refused_and_nothing_changes(harness: Harness
     assert "无效" in (await h.alert_for(n))["text"]
     with h.deps.sessions.begin() as session:
         assert session.scalar(select(Tip.state)) == "routed"
+
+
+async def test_help_shows_staff_their_own_page(harness: Harness) -> None:
+    h = harness
+    lead = h.server.user(LEAD1, "Lead One")
+    h.add_staff(lead, "lead", 1)
+    await h.say(lead, "/help", expect="怎么用")
+    page = await h.expect(LEAD1, "工作人员")
+    assert "第一督查组组长" in plain(page)
+    citizen = h.server.user(CITIZEN + 9, "Citizen")
+    await h.say(citizen, "/help", expect="怎么用")
+    await h.say(citizen, "/cancel", expect="没有需要取消")
+    assert not any("工作人员（" in plain(r) for r in h.server.sent_to(CITIZEN + 9))
