@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import update
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
@@ -33,6 +33,7 @@ from bot.deps import Deps
 from bot.ratelimit import retry_after_seconds
 from bot.services import outbox
 from storage.models import Staff, TeamChat
+from storage.models_officials import Blob
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class OutboxSender:
         self._task: asyncio.Task[None] | None = None
         self.delivered = 0
         self.failed = 0
+        self._file_ids: dict[int, str] = {}
+        self._upload_locks: dict[int, asyncio.Lock] = {}
 
     # lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -192,10 +195,46 @@ class OutboxSender:
             )
         field = MEDIA_METHODS[item.method]
         method = getattr(self.bot, item.method)
-        return await method(
-            **{field: p["file_id"]}, caption=p.get("caption"), parse_mode=ParseMode.HTML,
-            reply_markup=reply_markup, **common,
-        )
+        blob_id = p.get("blob_id")
+        extra = {"caption": p.get("caption"), "parse_mode": ParseMode.HTML, "reply_markup": reply_markup, **common}
+        if blob_id is None:
+            return await method(**{field: p["file_id"]}, **extra)
+        if blob_id in self._file_ids:
+            return await method(**{field: self._file_ids[blob_id]}, **extra)
+        # Upload once: the other chats wait for the file id instead of uploading it again.
+        async with self._upload_locks.setdefault(blob_id, asyncio.Lock()):
+            media = self._blob_media(blob_id)
+            message = await method(**{field: media}, **extra)
+            if isinstance(media, InputFile):
+                self._remember_file_id(blob_id, message)
+            return message
+
+    def _blob_media(self, blob_id: int) -> str | InputFile:
+        """A stored file (chart, bulletin document): its Telegram file id once one upload
+        succeeded, else the bytes themselves."""
+        cached = self._file_ids.get(blob_id)
+        if cached is not None:
+            return cached
+        with self.deps.sessions.begin() as session:
+            blob = session.get(Blob, blob_id)
+            if blob is None:
+                raise BadRequest("stored file not found")
+            if blob.telegram_file_id:
+                self._file_ids[blob_id] = blob.telegram_file_id
+                return blob.telegram_file_id
+            return InputFile(blob.content, filename=blob.filename, attach=True)
+
+    def _remember_file_id(self, blob_id: int, message: Message | bool) -> None:
+        if not isinstance(message, Message):
+            return
+        file_id = (message.photo[-1].file_id if message.photo else
+                   message.document.file_id if message.document else None)
+        if file_id is None:
+            return
+        self._file_ids[blob_id] = file_id
+        with self.deps.sessions.begin() as session:
+            session.execute(update(Blob).where(Blob.id == blob_id, Blob.telegram_file_id.is_(None))
+                            .values(telegram_file_id=file_id))
 
     def _message_id_of(self, row_id: int) -> int | None:
         with self.deps.sessions.begin() as session:

@@ -17,7 +17,7 @@ from bot.services.views import add_event, tip_view
 from bot.security import Keyring
 from storage.models import Invite, Staff, TeamChat, Tip, TipEvent
 
-ROLES = ("lead", "member", "office")
+ROLES = ("lead", "member", "office", "official")
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud and typed by hand
 
 
@@ -108,6 +108,10 @@ def join(
         staff.active = True
     session.flush()
     invite.used_by_staff_id = staff.id
+    if staff.role == "official":
+        from bot.services.officials import ensure_subscription
+
+        ensure_subscription(session, deps, staff, now)
     redelivered = 0
     if staff.role == "lead" and staff.team_number is not None:
         redelivered = redeliver_waiting(session, deps, staff.team_number, now)
