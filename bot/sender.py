@@ -6,8 +6,8 @@ paces every request), and records the outcome in its own short transaction:
 
 - delivered: `sent`, with Telegram's message id (later rows may reply to it or edit it);
 - `RetryAfter`, network errors, 5xx: tried again later with exponential back-off;
-- `Forbidden` (the chat blocked the bot or removed it): `failed`, and the chat is marked
-  inactive so nothing more is queued for it;
+- `Forbidden` (the chat blocked the bot or removed it): `failed`, with the rest queued for
+  that chat, and the chat is marked inactive so nothing more is queued for it;
 - another `BadRequest`: `failed` at once (retrying would fail the same way), logged.
 
 Exactly once: a row is marked sent in the transaction right after Telegram answers. Only
@@ -32,7 +32,7 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, Tele
 from bot.deps import Deps
 from bot.ratelimit import retry_after_seconds
 from bot.services import outbox
-from storage.models import Staff, TeamChat
+from storage.models import OutboxMessage, Staff, TeamChat
 from storage.models_officials import Blob
 
 log = logging.getLogger(__name__)
@@ -268,4 +268,8 @@ class OutboxSender:
         with self.deps.sessions.begin() as session:
             session.execute(update(TeamChat).where(TeamChat.chat_id == chat_id).values(active=False))
             session.execute(update(Staff).where(Staff.telegram_user_id == chat_id).values(active=False))
+            # What is still queued for the chat would meet the same 403: give it up now.
+            session.execute(update(OutboxMessage).where(OutboxMessage.chat_id == chat_id,
+                                                        OutboxMessage.status == "pending")
+                            .values(status="failed", last_error="chat blocked the bot or removed it"))
         log.warning("chat %s blocked the bot or removed it: marked inactive", chat_id)
