@@ -55,10 +55,16 @@ def send(
     session.add(b)
     session.flush()
     rows: list[outbox.Row] = []
-    for r in recipients:
-        parts = parts_for.get(r.lang) or parts_for[deps.config.campaign.default_language]
-        for i, (method, payload) in enumerate(parts):
-            rows.append(outbox.Row(f"broadcast:{b.id}:{r.staff_id}:{i}", r.chat_id, method, payload))
+    default = deps.config.campaign.default_language
+    # Part-major order: everyone's first part, then everyone's second... A chat's parts
+    # keep their order (ids increase), and its next part comes up only after a round of
+    # the other chats, when its per-chat second has passed: no sender slot waits for it.
+    for i in range(max(len(p) for p in parts_for.values())):
+        for r in recipients:
+            parts = parts_for.get(r.lang) or parts_for[default]
+            if i < len(parts):
+                method, payload = parts[i]
+                rows.append(outbox.Row(f"broadcast:{b.id}:{r.staff_id}:{i}", r.chat_id, method, payload))
     outbox.enqueue_many(session, deps.keyring, now, rows, purpose="broadcast", broadcast_id=b.id)
     if report:
         for target in office_targets(session, deps):
