@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any
@@ -69,6 +70,9 @@ class PacingRateLimiter(BaseRateLimiter[int]):
         self._group_interval = 60.0 / group_per_minute + JITTER_MARGIN
         self._max_retries = max_retries
         self._next_global = 0.0
+        per_window = max(1, int(global_per_second))
+        self._departures: deque[float] = deque(maxlen=per_window)
+        self._window = per_window / global_per_second * (1.0 + GLOBAL_MARGIN)
         self._next_chat: dict[int | str, float] = {}
         self._paused_until = 0.0
         self.retry_after_count = 0
@@ -137,6 +141,13 @@ class PacingRateLimiter(BaseRateLimiter[int]):
                 await asyncio.sleep(delay)
             while self._paused_until > self._now():  # a RetryAfter arrived while we slept
                 await asyncio.sleep(self._paused_until - self._now())
+            # A busy event loop wakes sleepers late and together: real departures are also
+            # kept to `per_second` in any (1 + margin) seconds, so a stall never sends a
+            # burst Telegram would count as too many, yet the time lost is caught up.
+            recent = self._departures
+            while len(recent) == recent.maxlen and (wait := recent[0] + self._window - self._now()) > 0:
+                await asyncio.sleep(wait)
+            recent.append(self._now())
             try:
                 self.requests += 1
                 return await callback(*args, **kwargs)
