@@ -241,7 +241,8 @@ class OutboxSender:
             return outbox.message_id_of(session, row_id)
 
     def _backoff(self, attempts: int) -> float:
-        return float(min(600, 2 ** min(attempts, 10)))
+        # 0.5 s, 1 s, 2 s, ... up to 10 minutes: a lone 5xx costs a broadcast little time.
+        return float(min(600, 2 ** min(attempts, 12) / 4))
 
     def _done(self, item: Claimed, message_id: int | None) -> None:
         with self.deps.sessions.begin() as session:
