@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from datetime import timedelta
+from datetime import time, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -40,7 +40,8 @@ from bot.ratelimit import PacingRateLimiter
 from bot.sender import OutboxSender
 from bot.texts import Texts
 from bot import jobs
-from handlers import citizen, entry, errors, staff, workflow
+from bot.services import broadcast, schedule
+from handlers import citizen, entry, errors, officials, staff, workflow
 from handlers.common import BotData, Context, reply
 from storage.db import make_engine, make_sessions, upgrade
 
@@ -92,18 +93,57 @@ def build_application(deps: Deps) -> Application[Any, Any, Any, Any, Any, Any]:
     sweep = deps.config.deadlines.sweep_seconds
     app.job_queue.run_repeating(jobs.tick, interval=sweep, first=0.5, name="due-steps",
                                 job_kwargs={"misfire_grace_time": max(60, int(sweep * 4)), "coalesce": True})
+    register_schedule(app, deps)
     return app
 
 
+def register_schedule(app: Application[Any, Any, Any, Any, Any, Any], deps: Deps) -> None:
+    """The officials' timers, on PTB's JobQueue in the campaign's time zone.
+
+    The daily summary and the bulletin have a timer each at their configured times;
+    a frequent tick checks the clock against the due periods as well. The tick is the
+    catch-up after downtime (its first run is right after start: APScheduler's jobs are
+    not persisted) and lets tests move time with the injected clock. Whichever fires,
+    `schedule.run_due` runs a (job, period) once: the database records it.
+    """
+    cfg = deps.config
+    sch = cfg.scheduler
+    app.bot_data["schedule_lock"] = asyncio.Lock()
+    jk = {"misfire_grace_time": sch.misfire_grace_seconds, "coalesce": True}
+    if sch.enabled:
+        hh, mm = map(int, sch.summary_at.split(":"))
+        app.job_queue.run_repeating(_scheduler_tick, interval=sch.tick_seconds, first=0.5, name="scheduler-tick",
+                                    job_kwargs=jk)
+        app.job_queue.run_daily(_scheduler_tick, time=time(hh, mm, tzinfo=cfg.campaign.tz), name="daily-summary",
+                                job_kwargs=jk)
+        app.job_queue.run_repeating(_scheduler_tick, interval=timedelta(days=sch.bulletin_every_days),
+                                    first=schedule.next_bulletin_run(cfg, deps.clock.now()), name="bulletin",
+                                    job_kwargs=jk)
+    app.job_queue.run_repeating(_report_progress, interval=cfg.officials.progress_seconds,
+                                first=cfg.officials.progress_seconds, name="broadcast-progress",
+                                job_kwargs={"misfire_grace_time": 60, "coalesce": True})
+
+
 def register_handlers(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
-    # Group -1: a staff member in the middle of a guided flow is served first.
-    app.add_handler(CommandHandler("cancel", workflow.cancel_command), group=-1)
+    # Negative groups look at an update before the citizens' handlers (group 0). In a
+    # group only the first matching handler runs, so each interceptor has a group of its
+    # own and passes on (returns) when the update is not its business.
+    # -3: a staff member in the middle of a guided flow (ask, reassign, outcome, extend).
+    app.add_handler(CommandHandler("cancel", workflow.cancel_command), group=-3)
     app.add_handler(MessageHandler(filters.ChatType.PRIVATE & filters.TEXT & ~filters.COMMAND,
-                                   workflow.on_private_text), group=-1)
+                                   workflow.on_private_text), group=-3)
     app.add_handler(MessageHandler(filters.ChatType.PRIVATE & ~filters.TEXT & ~filters.COMMAND,
-                                   workflow.on_private_media), group=-1)
-    entry.register(app)  # office staff entering phone and mail tips: before the citizens' handlers
+                                   workflow.on_private_media), group=-3)
+    # -2: the office typing a note for a bulletin draft.
+    app.add_handler(MessageHandler(filters.TEXT, officials.on_note_text), group=-2)
+    # -1 and 0: office staff entering phone and mail tips, before the citizens' handlers.
+    entry.register(app)
     app.add_handler(CommandHandler("join", staff.join))
+    app.add_handler(CommandHandler("settings", officials.settings))
+    app.add_handler(CommandHandler("unsubscribe", officials.unsubscribe))
+    app.add_handler(CommandHandler("bulletins", officials.list_bulletins))
+    app.add_handler(CallbackQueryHandler(officials.on_official_button, pattern=r"^of:"))
+    app.add_handler(CallbackQueryHandler(officials.on_bulletin_button, pattern=r"^bl:"))
     app.add_handler(CommandHandler("start", citizen.start))
     app.add_handler(CommandHandler("help", citizen.help_command))
     app.add_handler(CommandHandler("cancel", citizen.cancel))
@@ -125,6 +165,30 @@ async def _unknown_command(update: Update, context: Context) -> None:
 async def _sweep_sessions(context: Context) -> None:
     deps: Deps = context.bot_data["deps"]
     deps.chats.sweep(deps.clock.now())
+
+
+async def _scheduler_tick(context: Context) -> None:
+    """Run the due summary and bulletin if they have not run (off the event loop: a
+    broadcast to thousands of officials takes a moment to queue)."""
+    deps: Deps = context.bot_data["deps"]
+    lock: asyncio.Lock = context.bot_data["schedule_lock"]
+    if lock.locked():
+        return
+    async with lock:
+        done = await asyncio.to_thread(schedule.run_due, deps, deps.clock.now())
+    if done:
+        deps.nudge_sender()
+
+
+async def _report_progress(context: Context) -> None:
+    deps: Deps = context.bot_data["deps"]
+
+    def work() -> int:
+        with deps.sessions.begin() as session:
+            return broadcast.report_progress(session, deps, deps.clock.now())
+
+    if await asyncio.to_thread(work):
+        deps.nudge_sender()
 
 
 COMMANDS = ("start", "cancel", "help")  # the menu every chat sees; descriptions come from buttons.txt

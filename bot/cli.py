@@ -4,6 +4,10 @@
     tipline migrate                     create or upgrade the database only
     tipline invite --role lead --team 3 a one-time code for /join in a private chat
     tipline invite --group --team 3     a one-time code that binds a team's Telegram group
+    tipline invite --role official      a one-time code for an official (summaries, bulletins)
+    tipline invite --group --office     a one-time code that binds the accountability office's group
+    tipline broadcast-status            delivery of summaries and bulletins to officials
+    tipline summary [--date D] [--en]   print the daily summary's figures (nothing is sent)
     tipline teams                       teams, their members and bound groups
     tipline outbox                      delivery state of messages to staff
     tipline enter --channel phone ...   enter a tip received by phone or mail (bot/cli_office.py)
@@ -66,14 +70,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_invite(args: argparse.Namespace) -> int:
+    from bot.services.office import OFFICE_TEAM
     from bot.services.staff import create_invite
 
     config = _config(args)
     logs.quiet_libraries()
     if args.team is not None and config.team(args.team) is None:
         raise ConfigError(f"--team {args.team}: no such team in [[teams]]")
-    if args.group and args.team is None:
-        raise ConfigError("--group needs --team N")
+    if args.office and not args.group:
+        raise ConfigError("--office goes with --group (an office member's code is --role office)")
+    if args.group and args.team is None and not args.office:
+        raise ConfigError("--group needs --team N (or --office)")
     if not args.group and args.role in ("lead", "member") and args.team is None:
         raise ConfigError(f"--role {args.role} needs --team N")
     deps = _open_db(config)
@@ -81,12 +88,14 @@ def cmd_invite(args: argparse.Namespace) -> int:
         code = create_invite(
             session, deps.keyring, deps.clock.now(),
             kind="group" if args.group else "person",
-            role=None if args.group else args.role,
-            team_number=args.team if (args.group or args.role != "office") else None,
+            role=("office" if args.office else None) if args.group else args.role,
+            team_number=(OFFICE_TEAM if args.office else args.team) if args.group else (
+                args.team if args.role in ("lead", "member") else None),
             valid_for=timedelta(days=args.days),
         )
-    what = f"binds a group to team {args.team}" if args.group else (
-        f"registers a {args.role}" + (f" of team {args.team}" if args.team and args.role != "office" else ""))
+    what = ("binds the accountability office's group" if args.office else
+            f"binds a group to team {args.team}") if args.group else (
+        f"registers a {args.role}" + (f" of team {args.team}" if args.team and args.role in ("lead", "member") else ""))
     print(code)
     print(f"one-time code, {what}; valid {args.days} days. Use: /join {code}", file=sys.stderr)
     return 0
@@ -131,6 +140,43 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_broadcast_status(args: argparse.Namespace) -> int:
+    from bot.services.broadcast import status_lines
+
+    config = _config(args)
+    logs.quiet_libraries()
+    deps = _open_db(config)
+    with deps.sessions.begin() as session:
+        lines = status_lines(session, args.limit)
+        if not lines:
+            print("no broadcasts yet")
+        for b, p in lines:
+            state = "done" if b.finished_at or p.done else "sending"
+            when = deps.texts.local_time(b.created_at)
+            print(f"#{b.id:<5} {when}  {b.kind:<11} {b.ref:<10}  delivered {p.delivered} of {p.recipients}, "
+                  f"{p.failed} failed, {p.recipients - p.delivered - p.failed} waiting  [{state}]")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    import re
+
+    from bot.services.schedule import due_periods
+    from bot.services.summary import compute
+
+    config = _config(args)
+    logs.quiet_libraries()
+    deps = _open_db(config)
+    period = args.date or due_periods(config.model_copy(update={"scheduler": config.scheduler.model_copy(
+        update={"catch_up_hours": 24 * 14})}), deps.clock.now())["summary"]
+    lang = "en" if args.en else config.campaign.default_language
+    with deps.sessions.begin() as session:
+        s = compute(session, config, period)
+    text = deps.texts.render(lang, "summary", s=s, config=config)
+    print(re.sub(r"<[^>]+>", "", text).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
+    return 0
+
+
 def cmd_keygen(_args: argparse.Namespace) -> int:
     print(f'pepper = "{new_pepper()}"')
     print(f'data_key = "{new_data_key()}"')
@@ -171,15 +217,23 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="start the bot").set_defaults(func=cmd_run)
     sub.add_parser("migrate", help="create or upgrade the database").set_defaults(func=cmd_migrate)
     inv = sub.add_parser("invite", help="print a one-time invite code")
-    inv.add_argument("--role", choices=("lead", "member", "office"), default="member")
+    inv.add_argument("--role", choices=("lead", "member", "office", "official"), default="member")
     inv.add_argument("--team", type=int)
     inv.add_argument("--group", action="store_true", help="a code that binds a team's Telegram group")
+    inv.add_argument("--office", action="store_true", help="with --group: bind the accountability office's group")
     inv.add_argument("--days", type=int, default=7, help="days the code stays valid (default 7)")
     inv.set_defaults(func=cmd_invite)
     teams = sub.add_parser("teams", help="list teams, members and bound groups")
     teams.add_argument("--en", action="store_true", help="team names in English")
     teams.set_defaults(func=cmd_teams)
     sub.add_parser("outbox", help="delivery state of messages to staff").set_defaults(func=cmd_outbox)
+    bst = sub.add_parser("broadcast-status", help="delivery of summaries and bulletins to officials")
+    bst.add_argument("--limit", type=int, default=20, help="the latest N broadcasts (default 20)")
+    bst.set_defaults(func=cmd_broadcast_status)
+    smr = sub.add_parser("summary", help="print the daily summary's figures (nothing is sent)")
+    smr.add_argument("--date", help="the summary's date, YYYY-MM-DD (default: the latest one due)")
+    smr.add_argument("--en", action="store_true", help="in English")
+    smr.set_defaults(func=cmd_summary)
     sub.add_parser("keygen", help="print a new pepper and data key").set_defaults(func=cmd_keygen)
     sub.add_parser("init", help="write config.toml from the example, with new secrets").set_defaults(func=cmd_init)
     sub.add_parser("check-config", help="validate the configuration").set_defaults(func=cmd_check)

@@ -230,6 +230,34 @@ class RoutingConfig(_Model):
     rules: list[RuleConfig] = Field(default_factory=list)
 
 
+_HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class SchedulerConfig(_Model):
+    # Scheduled work (daily summary, bulletins): PTB's JobQueue fires at the configured
+    # times in the campaign's time zone and ticks every `tick_seconds`; each run is keyed
+    # (job, period) in the database, so it happens once.
+    enabled: bool = True
+    tick_seconds: float = Field(default=30.0, gt=0, le=3600)
+    misfire_grace_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    catch_up_hours: float = Field(default=24.0, ge=0, le=24 * 14)
+    summary_at: str = Field(default="18:00", pattern=_HHMM)
+    bulletin_at: str = Field(default="09:00", pattern=_HHMM)
+    bulletin_every_days: int = Field(default=2, ge=1, le=60)
+    bulletin_first_day: date | None = None
+
+
+class OfficialsConfig(_Model):
+    # New officials receive these until they change them with /settings.
+    default_summary: bool = True
+    default_bulletins: bool = True
+    default_escalations: bool = False
+    bulletin_auto_publish: bool = False
+    bulletin_empty_notice: bool = False
+    chart_days: int = Field(default=14, ge=2, le=60)
+    progress_seconds: float = Field(default=10.0, gt=0, le=3600)
+
+
 class LoggingConfig(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -243,6 +271,8 @@ class Config(_Model):
     deadlines: DeadlinesConfig = Field(default_factory=DeadlinesConfig)
     working_hours: WorkingHoursConfig = Field(default_factory=WorkingHoursConfig)
     ladder: LadderConfig = Field(default_factory=LadderConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    officials: OfficialsConfig = Field(default_factory=OfficialsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     categories: list[CategoryConfig] = Field(min_length=1)
     units: list[UnitConfig] = Field(min_length=1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any
@@ -43,6 +44,10 @@ UNPACED = frozenset(
 
 
 JITTER_MARGIN = 0.05  # seconds
+# Overall, requests are spaced 3% wider than the limit: Telegram counts 30 in any second
+# at arrival, and arrivals jitter (network, a busy server). The margin lets the 31st
+# request arrive up to 30 ms early without a 429, which would pause every request.
+GLOBAL_MARGIN = 0.03
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:
@@ -58,13 +63,16 @@ class PacingRateLimiter(BaseRateLimiter[int]):
         group_per_minute: float = 20.0,
         max_retries: int = 3,
     ) -> None:
-        self._global_interval = 1.0 / global_per_second
+        self._global_interval = (1.0 + GLOBAL_MARGIN) / global_per_second
         # A request reaches Telegram a little after it leaves; spacing per chat carries a
         # small margin so that network jitter never makes two arrive closer than allowed.
         self._chat_interval = 1.0 / per_chat_per_second + JITTER_MARGIN
         self._group_interval = 60.0 / group_per_minute + JITTER_MARGIN
         self._max_retries = max_retries
         self._next_global = 0.0
+        per_window = max(1, int(global_per_second))
+        self._departures: deque[float] = deque(maxlen=per_window)
+        self._window = per_window / global_per_second * (1.0 + GLOBAL_MARGIN)
         self._next_chat: dict[int | str, float] = {}
         self._paused_until = 0.0
         self.retry_after_count = 0
@@ -79,19 +87,30 @@ class PacingRateLimiter(BaseRateLimiter[int]):
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    def _reserve(self, chat_id: int | str | None) -> float:
-        """The moment this request may go; reserved at once so callers never collide."""
+    def _reserve_chat(self, chat_id: int | str) -> float:
+        """The moment the chat may have its next request; reserved at once."""
         now = self._now()
-        start = max(now, self._paused_until)
-        if chat_id is not None:
-            interval = self._chat_interval if isinstance(chat_id, int) and chat_id > 0 else self._group_interval
-            start = max(start, self._next_chat.get(chat_id, 0.0))
-            self._next_chat[chat_id] = start + interval
-        start = max(start, self._next_global)
-        self._next_global = start + self._global_interval
+        interval = self._chat_interval if isinstance(chat_id, int) and chat_id > 0 else self._group_interval
+        start = max(now, self._next_chat.get(chat_id, 0.0))
+        self._next_chat[chat_id] = start + interval
         if len(self._next_chat) > 10_000:
             self._forget_idle(now)
         return start - now
+
+    def _reserve(self, chat_id: int | str | None = None) -> float:
+        """The moment this request may go overall (a slot 1/30 s after the previous one)."""
+        now = self._now()
+        start = max(now, self._paused_until, self._next_global)
+        self._next_global = start + self._global_interval
+        return start - now
+
+    def _after(self, chat_id: int | str) -> None:
+        """A request to the chat has been answered. Telegram counted it at some moment
+        before the answer (a busy server or network may have held it for a while), so the
+        chat's next request waits a full interval from now: spacing by departure times
+        alone lets a delayed request and the next one arrive less than a second apart."""
+        interval = self._chat_interval if isinstance(chat_id, int) and chat_id > 0 else self._group_interval
+        self._next_chat[chat_id] = max(self._next_chat.get(chat_id, 0.0), self._now() + interval)
 
     def _forget_idle(self, now: float) -> None:
         for key in [k for k, t in self._next_chat.items() if t < now]:
@@ -111,11 +130,24 @@ class PacingRateLimiter(BaseRateLimiter[int]):
         retries = self._max_retries if rate_limit_args is None else rate_limit_args
         chat_id = _chat_key(data.get("chat_id"))
         for attempt in range(retries + 1):
-            delay = self._reserve(chat_id)
+            # First the chat's turn, then a global slot: a request waiting for its chat
+            # does not hold up the requests to other chats behind it.
+            if chat_id is not None:
+                delay = self._reserve_chat(chat_id)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            delay = self._reserve()
             if delay > 0:
                 await asyncio.sleep(delay)
             while self._paused_until > self._now():  # a RetryAfter arrived while we slept
                 await asyncio.sleep(self._paused_until - self._now())
+            # A busy event loop wakes sleepers late and together: real departures are also
+            # kept to `per_second` in any (1 + margin) seconds, so a stall never sends a
+            # burst Telegram would count as too many, yet the time lost is caught up.
+            recent = self._departures
+            while len(recent) == recent.maxlen and (wait := recent[0] + self._window - self._now()) > 0:
+                await asyncio.sleep(wait)
+            recent.append(self._now())
             try:
                 self.requests += 1
                 return await callback(*args, **kwargs)
@@ -126,6 +158,9 @@ class PacingRateLimiter(BaseRateLimiter[int]):
                 log.warning("Telegram asked to slow down: pausing all requests for %.1f s", pause)
                 if attempt == retries:
                     raise
+            finally:
+                if chat_id is not None:
+                    self._after(chat_id)
         raise AssertionError("unreachable")
 
 

@@ -6,8 +6,8 @@ paces every request), and records the outcome in its own short transaction:
 
 - delivered: `sent`, with Telegram's message id (later rows may reply to it or edit it);
 - `RetryAfter`, network errors, 5xx: tried again later with exponential back-off;
-- `Forbidden` (the chat blocked the bot or removed it): `failed`, and the chat is marked
-  inactive so nothing more is queued for it;
+- `Forbidden` (the chat blocked the bot or removed it): `failed`, with the rest queued for
+  that chat, and the chat is marked inactive so nothing more is queued for it;
 - another `BadRequest`: `failed` at once (retrying would fail the same way), logged.
 
 Exactly once: a row is marked sent in the transaction right after Telegram answers. Only
@@ -25,14 +25,15 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import update
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
 from bot.deps import Deps
 from bot.ratelimit import retry_after_seconds
 from bot.services import outbox
-from storage.models import Staff, TeamChat
+from storage.models import OutboxMessage, Staff, TeamChat
+from storage.models_officials import Blob
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class OutboxSender:
         self._task: asyncio.Task[None] | None = None
         self.delivered = 0
         self.failed = 0
+        self._file_ids: dict[int, str] = {}
+        self._upload_locks: dict[int, asyncio.Lock] = {}
 
     # lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -192,17 +195,54 @@ class OutboxSender:
             )
         field = MEDIA_METHODS[item.method]
         method = getattr(self.bot, item.method)
-        return await method(
-            **{field: p["file_id"]}, caption=p.get("caption"), parse_mode=ParseMode.HTML,
-            reply_markup=reply_markup, **common,
-        )
+        blob_id = p.get("blob_id")
+        extra = {"caption": p.get("caption"), "parse_mode": ParseMode.HTML, "reply_markup": reply_markup, **common}
+        if blob_id is None:
+            return await method(**{field: p["file_id"]}, **extra)
+        if blob_id in self._file_ids:
+            return await method(**{field: self._file_ids[blob_id]}, **extra)
+        # Upload once: the other chats wait for the file id instead of uploading it again.
+        async with self._upload_locks.setdefault(blob_id, asyncio.Lock()):
+            media = self._blob_media(blob_id)
+            message = await method(**{field: media}, **extra)
+            if isinstance(media, InputFile):
+                self._remember_file_id(blob_id, message)
+            return message
+
+    def _blob_media(self, blob_id: int) -> str | InputFile:
+        """A stored file (chart, bulletin document): its Telegram file id once one upload
+        succeeded, else the bytes themselves."""
+        cached = self._file_ids.get(blob_id)
+        if cached is not None:
+            return cached
+        with self.deps.sessions.begin() as session:
+            blob = session.get(Blob, blob_id)
+            if blob is None:
+                raise BadRequest("stored file not found")
+            if blob.telegram_file_id:
+                self._file_ids[blob_id] = blob.telegram_file_id
+                return blob.telegram_file_id
+            return InputFile(blob.content, filename=blob.filename, attach=True)
+
+    def _remember_file_id(self, blob_id: int, message: Message | bool) -> None:
+        if not isinstance(message, Message):
+            return
+        file_id = (message.photo[-1].file_id if message.photo else
+                   message.document.file_id if message.document else None)
+        if file_id is None:
+            return
+        self._file_ids[blob_id] = file_id
+        with self.deps.sessions.begin() as session:
+            session.execute(update(Blob).where(Blob.id == blob_id, Blob.telegram_file_id.is_(None))
+                            .values(telegram_file_id=file_id))
 
     def _message_id_of(self, row_id: int) -> int | None:
         with self.deps.sessions.begin() as session:
             return outbox.message_id_of(session, row_id)
 
     def _backoff(self, attempts: int) -> float:
-        return float(min(600, 2 ** min(attempts, 10)))
+        # 0.5 s, 1 s, 2 s, ... up to 10 minutes: a lone 5xx costs a broadcast little time.
+        return float(min(600, 2 ** min(attempts, 12) / 4))
 
     def _done(self, item: Claimed, message_id: int | None) -> None:
         with self.deps.sessions.begin() as session:
@@ -229,4 +269,8 @@ class OutboxSender:
         with self.deps.sessions.begin() as session:
             session.execute(update(TeamChat).where(TeamChat.chat_id == chat_id).values(active=False))
             session.execute(update(Staff).where(Staff.telegram_user_id == chat_id).values(active=False))
+            # What is still queued for the chat would meet the same 403: give it up now.
+            session.execute(update(OutboxMessage).where(OutboxMessage.chat_id == chat_id,
+                                                        OutboxMessage.status == "pending")
+                            .values(status="failed", last_error="chat blocked the bot or removed it"))
         log.warning("chat %s blocked the bot or removed it: marked inactive", chat_id)

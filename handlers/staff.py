@@ -12,6 +12,7 @@ from telegram.error import BadRequest
 
 from bot.drafts import Backoff, backoff_wait
 from bot.services import staff as staff_service
+from bot.services.office import OFFICE_TEAM
 from bot.services.staff import AckStatus, JoinStatus
 from handlers.common import Context, deps_of, private, reply
 from storage.models import TeamChat
@@ -66,6 +67,14 @@ async def join(update: Update, context: Context) -> None:
     deps.chats.backoffs.pop(key, None)
     if result.redelivered:
         deps.nudge_sender()
+    if result.status is JoinStatus.BOUND and result.team_number == OFFICE_TEAM:
+        await reply(update, context, deps.texts.msg(lang, "office_group_bound"))
+        return
+    if result.role == "official":
+        from handlers.officials import send_settings
+
+        await send_settings(update, context, intro=deps.texts.msg(lang, "official_joined"))
+        return
     if result.status is JoinStatus.BOUND:
         await reply(update, context, deps.texts.msg(lang, "group_bound", team=result.team_number,
                                                     waiting=result.redelivered))

@@ -326,6 +326,7 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None]
     message_id: Mapped[int | None] = mapped_column(BigInteger)
     last_error: Mapped[str | None] = mapped_column(String(256))
+    broadcast_id: Mapped[int | None] = mapped_column(Integer, index=True)  # officials' broadcasts
 
 
 class UpdateJournal(Base):
@@ -374,3 +375,6 @@ __all__ = [
     "UTCDateTime",
     "UpdateJournal",
 ]
+
+# The officials' tables live in their own module; imported here so that Alembic sees them.
+from storage import models_officials  # noqa: E402,F401

@@ -1,4 +1,4 @@
-"""Where the accountability office is reached: its bound group, else its members."""
+"""Where the accountability office (问责办) is reached: its bound group, else its members."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from bot.deps import Deps
 from bot.services.delivery import Target
 from storage.models import Staff, TeamChat
 
-OFFICE_TEAM = 0  # team_chats.team_number of a group bound to the office (teams are 1..99)
+OFFICE_TEAM = 0  # an office group is bound like a team group, with team number 0 (teams are 1..99)
 
 
 def office_targets(session: Session, deps: Deps) -> list[Target]:
-    """Active office groups first; without one, each active office member's private chat."""
+    """Active office groups (`tipline invite --group --office`) first, else the private
+    chats of active office members."""
     lang = deps.config.campaign.default_language
     groups = session.scalars(
         select(TeamChat).where(TeamChat.team_number == OFFICE_TEAM, TeamChat.active.is_(True)).order_by(TeamChat.id)

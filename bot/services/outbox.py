@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.security import Keyring
@@ -46,6 +46,7 @@ def enqueue(
     payload: dict[str, Any],
     purpose: str,
     tip_id: int | None = None,
+    broadcast_id: int | None = None,
 ) -> OutboxMessage:
     if method not in SEND_METHODS:
         raise ValueError(f"unknown outbox method {method!r}")
@@ -59,6 +60,7 @@ def enqueue(
         payload_enc=keyring.encrypt(json.dumps(payload, ensure_ascii=False)),
         purpose=purpose,
         tip_id=tip_id,
+        broadcast_id=broadcast_id,
         status="pending",
         attempts=0,
         created_at=now,
@@ -67,6 +69,42 @@ def enqueue(
     session.add(row)
     session.flush()
     return row
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    dedupe_key: str
+    chat_id: int
+    method: str
+    payload: dict[str, Any]
+
+
+def enqueue_many(
+    session: Session, keyring: Keyring, now: datetime, rows: list[Row], *, purpose: str,
+    broadcast_id: int | None = None,
+) -> int:
+    """Queue many new rows in one statement (a broadcast to thousands of chats).
+
+    The caller guarantees the rows are new (a broadcast is made once, under its
+    scheduled-run key); a repeated `dedupe_key` still fails on the unique index rather
+    than sending twice. Rows keep the order given (ids increase), so a chat's messages
+    arrive in that order.
+    """
+    for row in rows:
+        if row.method not in SEND_METHODS:
+            raise ValueError(f"unknown outbox method {row.method!r}")
+    values = [
+        {
+            "dedupe_key": r.dedupe_key, "chat_id": r.chat_id, "method": r.method,
+            "payload_enc": keyring.encrypt(json.dumps(r.payload, ensure_ascii=False)), "purpose": purpose,
+            "tip_id": None, "broadcast_id": broadcast_id, "status": "pending", "attempts": 0,
+            "created_at": now, "next_attempt_at": now,
+        }
+        for r in rows
+    ]
+    for start in range(0, len(values), 1000):
+        session.execute(insert(OutboxMessage), values[start : start + 1000])
+    return len(values)
 
 
 def payload_of(row: OutboxMessage, keyring: Keyring) -> dict[str, Any]:

@@ -12,12 +12,12 @@ from sqlalchemy.orm import Session
 
 from bot.deps import Deps
 from bot.domain.lifecycle import CaseAction, CaseState, IllegalTransition, transition
-from bot.services import audit, deadlines, delivery, notify
+from bot.services import audit, deadlines, delivery, notify, officials
 from bot.services.views import add_event, tip_view
 from bot.security import Keyring
 from storage.models import Invite, Staff, TeamChat, Tip, TipEvent
 
-ROLES = ("lead", "member", "office")
+ROLES = ("lead", "member", "office", "official")
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud and typed by hand
 
 
@@ -110,6 +110,8 @@ def join(
     invite.used_by_staff_id = staff.id
     audit.record(session, staff_id=staff.id, tip_id=None, action="joined",
                  detail=f"role={staff.role} team={staff.team_number}", at=now)
+    if staff.role == "official":
+        officials.ensure_subscription(session, deps, staff, now)
     redelivered = 0
     if staff.role == "lead" and staff.team_number is not None:
         redelivered = redeliver_waiting(session, deps, staff.team_number, now)

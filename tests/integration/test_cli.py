@@ -80,3 +80,42 @@ def test_outbox_and_migrate(config_file: Path, capsys: pytest.CaptureFixture[str
     assert main(["--config", str(config_file), "migrate"]) == 0
     assert main(["--config", str(config_file), "outbox"]) == 0
     assert "0 messages" in capsys.readouterr().out
+
+
+def test_official_and_office_group_invites_then_broadcast_status_and_summary(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.app import build_deps
+    from bot.config import load_config
+    from bot.services import schedule
+    from bot.services.office import office_targets
+    from bot.services.staff import JoinStatus, bind_group, join
+    from tests.officials_data import local
+
+    assert main(["--config", str(config_file), "invite", "--role", "official"]) == 0
+    out, err = capsys.readouterr()
+    official_code = out.strip()
+    assert "registers a official" in err or "official" in err
+    assert main(["--config", str(config_file), "invite", "--group", "--office"]) == 0
+    out, err = capsys.readouterr()
+    group_code = out.strip()
+    assert "office" in err
+    assert main(["--config", str(config_file), "invite", "--office"]) == 2
+    capsys.readouterr()
+    assert main(["--config", str(config_file), "broadcast-status"]) == 0
+    assert "no broadcasts yet" in capsys.readouterr().out
+
+    deps, engine = build_deps(load_config(config_file, env={}))
+    with deps.sessions.begin() as session:
+        joined = join(session, deps, official_code, 515151, "Official Sun", "zh-CN", deps.clock.now())
+        assert (joined.status, joined.role) == (JoinStatus.JOINED, "official")
+        assert bind_group(session, deps, group_code, -100777, "问责办", deps.clock.now()).team_number == 0
+        assert [t.chat_id for t in office_targets(session, deps)] == [-100777]
+    assert schedule.run_job(deps, "summary", "2026-11-20", local(2026, 11, 20, 18, 1)) == "summary to 1, digest to 0"
+    engine.dispose()
+    assert main(["--config", str(config_file), "broadcast-status"]) == 0
+    out = capsys.readouterr().out
+    assert "summary" in out and "2026-11-20" in out and "delivered 0 of 1, 0 failed, 1 waiting  [sending]" in out
+    assert main(["--config", str(config_file), "summary", "--date", "2026-11-20", "--en"]) == 0
+    out = capsys.readouterr().out
+    assert "Daily summary 2026-11-20" in out and "<b>" not in out
