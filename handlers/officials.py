@@ -9,6 +9,7 @@ from typing import Any
 from telegram import CallbackQuery, Update
 from telegram.constants import ParseMode
 from telegram.error import BadRequest
+from sqlalchemy.orm import Session
 from telegram.ext import ApplicationHandlerStop
 
 from bot.deps import Deps
@@ -34,62 +35,65 @@ def settings_view(deps: Deps, staff: Staff, sub: Subscription) -> tuple[str, lis
     return text, rows
 
 
-async def _official_or_refuse(update: Update, context: Context) -> bool:
-    deps = deps_of(context)
+def _official(session: Session, update: Update) -> Staff | None:
+    """The official behind a private-chat command, or None."""
     user = update.effective_user
     if user is None or not private(update):
-        return False
-    with deps.sessions.begin() as session:
-        found = official_service.official(session, user.id) is not None
-    if not found:
+        return None
+    return official_service.official(session, user.id)
+
+
+async def _refuse(update: Update, context: Context) -> None:
+    """Only officials have settings and bulletins (commands in groups pass silently)."""
+    if private(update):
+        deps = deps_of(context)
         await reply(update, context, deps.texts.msg(deps.config.campaign.default_language, "officials_only"))
-    return found
 
 
-async def send_settings(update: Update, context: Context, intro: str | None = None) -> None:
+async def send_settings(update: Update, context: Context, intro: str | None = None) -> bool:
+    """Show the official's settings; False if the chat is not an official's."""
     deps = deps_of(context)
-    assert update.effective_user is not None
     with deps.sessions.begin() as session:
-        staff = official_service.official(session, update.effective_user.id)
+        staff = _official(session, update)
         if staff is None:
-            return
+            return False
         sub = official_service.ensure_subscription(session, deps, staff, deps.clock.now())
         text, rows = settings_view(deps, staff, sub)
     if intro:
         await reply(update, context, intro)
     await reply(update, context, text, rows)
+    return True
 
 
 async def settings(update: Update, context: Context) -> None:
-    if await _official_or_refuse(update, context):
-        await send_settings(update, context)
+    if not await send_settings(update, context):
+        await _refuse(update, context)
 
 
 async def unsubscribe(update: Update, context: Context) -> None:
-    if not await _official_or_refuse(update, context):
-        return
     deps = deps_of(context)
-    assert update.effective_user is not None
     with deps.sessions.begin() as session:
-        staff = official_service.official(session, update.effective_user.id)
-        assert staff is not None
-        official_service.unsubscribe_all(session, deps, staff, deps.clock.now())
-        lang = staff.language
+        staff = _official(session, update)
+        if staff is not None:
+            official_service.unsubscribe_all(session, deps, staff, deps.clock.now())
+            lang = staff.language
+    if staff is None:
+        await _refuse(update, context)
+        return
     await reply(update, context, deps.texts.msg(lang, "official_unsubscribed"))
 
 
 async def list_bulletins(update: Update, context: Context) -> None:
-    if not await _official_or_refuse(update, context):
-        return
     deps = deps_of(context)
-    assert update.effective_user is not None
     with deps.sessions.begin() as session:
-        staff = official_service.official(session, update.effective_user.id)
-        assert staff is not None
-        lang = staff.language
-        found = bulletin_service.published(session)
-        rows = [[Button(deps.texts.button(lang, "bulletin_open", number=b.number, date=b.issued_on),
-                        deps.keyring.sign(f"of:o:{b.id}"))] for b in found]
+        staff = _official(session, update)
+        if staff is not None:
+            lang = staff.language
+            rows = [[Button(deps.texts.button(lang, "bulletin_open", number=b.number, date=b.issued_on),
+                            deps.keyring.sign(f"of:o:{b.id}"))] for b in bulletin_service.published(session)]
+    if staff is None:
+        await _refuse(update, context)
+        return
     if not rows:
         await reply(update, context, deps.texts.msg(lang, "bulletins_none"))
         return
