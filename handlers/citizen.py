@@ -21,7 +21,16 @@ from bot.drafts import Backoff, ChatSession, Draft, EvidenceItem, Flood, Step, b
 from bot.services import followup, intake, notify
 from bot.services import staff as staff_service
 from bot.services.outbox import Button
-from handlers.common import Context, checked_text, deps_of, keyboard, private, reply, unit_pages, unit_picker
+from handlers.common import (
+    Context,
+    checked_text,
+    deps_of,
+    private,
+    replace_keyboard,
+    reply,
+    unit_pages,
+    unit_picker,
+)
 
 EVIDENCE_DEBOUNCE_SECONDS = 0.8
 UNSUPPORTED = ("sticker", "location", "venue", "contact", "poll", "dice", "game", "video_note", "animation", "story")
@@ -506,10 +515,7 @@ async def btn_unit_page(update: Update, context: Context, s: ChatSession, arg: s
         await say_stale(update, context, s)
         return
     s.unit_page = int(arg)
-    query = update.callback_query
-    assert query is not None
-    with contextlib.suppress(BadRequest):
-        await query.edit_message_reply_markup(reply_markup=keyboard(unit_rows(deps, s)))
+    await replace_keyboard(update, unit_rows(deps, s))
 
 
 async def btn_unit(update: Update, context: Context, s: ChatSession, arg: str) -> None:

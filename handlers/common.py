@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -114,3 +115,11 @@ async def checked_text(update: Update, context: Context, lang: str, text: str, m
     else:
         return value
     return None
+
+
+async def replace_keyboard(update: Update, rows: list[list[Button]]) -> None:
+    """Swap the pressed message's buttons in place (e.g. another page of units)."""
+    query = update.callback_query
+    if query is not None:
+        with contextlib.suppress(BadRequest):
+            await query.edit_message_reply_markup(reply_markup=keyboard(rows))

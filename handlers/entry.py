@@ -11,14 +11,12 @@ than to the citizens' flow (handlers/citizen.py), which is left as it is.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from telegram import Message, Update
-from telegram.error import BadRequest
 from telegram.ext import (
     Application,
     CallbackQueryHandler,
@@ -35,7 +33,16 @@ from bot.services import entry as entry_service
 from bot.services import intake
 from bot.services.outbox import Button
 from handlers.citizen import UNSUPPORTED, answer, drop_keyboard, evidence_of
-from handlers.common import Context, checked_text, deps_of, keyboard, private, reply, unit_pages, unit_picker
+from handlers.common import (
+    Context,
+    checked_text,
+    deps_of,
+    private,
+    replace_keyboard,
+    reply,
+    unit_pages,
+    unit_picker,
+)
 from storage.models import Tip
 
 ALBUM_DEBOUNCE_SECONDS = 0.8
@@ -420,10 +427,7 @@ async def btn_unit_page(update: Update, context: Context, entry: Entry, arg: str
         await _stale(update, context, entry)
         return
     entry.unit_page = int(arg)
-    query = update.callback_query
-    assert query is not None
-    with contextlib.suppress(BadRequest):
-        await query.edit_message_reply_markup(reply_markup=keyboard(unit_rows(deps, entry)))
+    await replace_keyboard(update, unit_rows(deps, entry))
 
 
 async def btn_unit(update: Update, context: Context, entry: Entry, arg: str) -> None:
