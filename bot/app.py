@@ -33,11 +33,12 @@ from telegram.ext import (
 from bot import logs
 from bot.clock import Clock, SystemClock
 from bot.config import LANGUAGES, Config, require_secrets
-from bot.deps import Deps, make_keyring, make_router
+from bot.deps import Deps, make_ephemeral_keys, make_keyring, make_router
 from bot.drafts import SessionStore
 from bot.polling import DurablePoller
 from bot.ratelimit import PacingRateLimiter
 from bot.sender import OutboxSender
+from bot.supervise import LoopGaveUp, ThrottledLog
 from bot.texts import Texts
 from bot import jobs
 from bot.services import broadcast, schedule
@@ -58,6 +59,7 @@ def build_deps(config: Config, clock: Clock | None = None, engine: Engine | None
         clock=clock or SystemClock(),
         router=make_router(config),
         chats=SessionStore(timedelta(minutes=config.intake.draft_ttl_minutes)),
+        ephemeral=make_ephemeral_keys(config),
     )
     return deps, engine
 
@@ -180,6 +182,18 @@ async def _scheduler_tick(context: Context) -> None:
         deps.nudge_sender()
 
 
+_upkeep_log = ThrottledLog(log)
+
+
+async def _journal_upkeep(context: Context) -> None:
+    poller: DurablePoller = context.bot_data["poller"]
+    try:
+        await asyncio.to_thread(poller.maintain)
+    except Exception as exc:  # noqa: BLE001 - the next run tries again
+        _upkeep_log("upkeep", logging.WARNING, "update journal upkeep failed (%s): will try again",
+                    type(exc).__name__)
+
+
 async def _report_progress(context: Context) -> None:
     deps: Deps = context.bot_data["deps"]
 
@@ -206,8 +220,14 @@ class Runtime:
             upgrade(self.engine)
         self.app = build_application(self.deps)
         self.sender = OutboxSender(self.app.bot, self.deps)
-        self.poller = DurablePoller(self.app, self.deps, timeout=config.telegram.poll_timeout_seconds)
+        self.poller = DurablePoller(self.app, self.deps, timeout=config.telegram.poll_timeout_seconds,
+                                    engine=self.engine)
         self.app.bot_data["poller"] = self.poller
+        # The journal's upkeep: handled ids pruned, unneeded keys destroyed, SQLite's WAL truncated.
+        every = config.journal.maintenance_seconds
+        self.app.job_queue.run_repeating(_journal_upkeep, interval=every, first=every, name="journal-upkeep",
+                                         job_kwargs={"misfire_grace_time": max(60, int(every * 4)),
+                                                     "coalesce": True})
         self._poll_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -226,14 +246,17 @@ class Runtime:
         """A graceful stop: finish the update at hand, let in-flight messages land."""
         self.poller.stop()
         if self._poll_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, LoopGaveUp):
                 await self._poll_task
         await self.sender.stop()
         await self.app.stop()
         await self.app.shutdown()
+        self.poller.drop_owner_lock(unlink=True)
 
     async def crash(self) -> None:
-        """Die abruptly (tests): tasks cancelled mid-flight, nothing finished or recorded."""
+        """Die abruptly (tests): tasks cancelled mid-flight, nothing finished or recorded; the
+        process's lock on its claims goes, as the operating system drops it on a kill."""
+        self.poller.drop_owner_lock()
         for task in (self._poll_task, self.sender._task):
             if task is not None:
                 task.cancel()

@@ -43,11 +43,16 @@ def _config(args: argparse.Namespace) -> Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bot.app import serve
+    from bot.supervise import LoopGaveUp
 
     config = _config(args)
     require_secrets(config)  # before logging is set up: a plain message, at once
     logs.configure(config.logging.level)
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except LoopGaveUp as exc:  # logged where it gave up; a supervisor restarts the process
+        print(f"tipline: {exc} kept failing; exiting", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -258,6 +258,17 @@ class OfficialsConfig(_Model):
     progress_seconds: float = Field(default=10.0, gt=0, le=3600)
 
 
+class JournalConfig(_Model):
+    key_dir: str = "journal-keys"
+    key_rotate_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    keep_ids_hours: int = Field(default=48, ge=1, le=24 * 30)
+    lease_seconds: float = Field(default=30.0, ge=1, le=3600)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    retry_seconds: float = Field(default=5.0, gt=0, le=3600)
+    concurrency: int = Field(default=64, ge=1, le=1024)
+    maintenance_seconds: float = Field(default=60.0, gt=0, le=3600)
+
+
 class LoggingConfig(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -273,6 +284,7 @@ class Config(_Model):
     ladder: LadderConfig = Field(default_factory=LadderConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     officials: OfficialsConfig = Field(default_factory=OfficialsConfig)
+    journal: JournalConfig = Field(default_factory=JournalConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     categories: list[CategoryConfig] = Field(min_length=1)
     units: list[UnitConfig] = Field(min_length=1)

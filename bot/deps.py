@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -10,6 +11,7 @@ from bot.clock import Clock
 from bot.config import Config
 from bot.domain.routing import Router, Rule
 from bot.drafts import SessionStore
+from bot.sealing import EphemeralKeys
 from bot.security import Keyring
 from bot.texts import Texts
 
@@ -25,6 +27,8 @@ class Deps:
     chats: SessionStore
     wake_sender: list = field(default_factory=list)  # callbacks that nudge the outbox sender
     staff_flows: dict = field(default_factory=dict)  # a staff member's guided flow, by user id
+    # Short-lived keys for data that must become unreadable once done with (bot/sealing.py).
+    ephemeral: EphemeralKeys | None = None
 
     def nudge_sender(self) -> None:
         for wake in self.wake_sender:
@@ -47,3 +51,8 @@ def make_keyring(config: Config) -> Keyring:
         memory_kib=sec.receipt_hash_memory_kib,
         parallelism=sec.receipt_hash_parallelism,
     )
+
+
+def make_ephemeral_keys(config: Config) -> EphemeralKeys:
+    j = config.journal
+    return EphemeralKeys(j.key_dir, timedelta(minutes=j.key_rotate_minutes))

@@ -1,66 +1,155 @@
 """Polling that loses nothing: each update is journaled before Telegram is told it arrived.
 
 PTB's own Updater confirms an update (the next getUpdates offset) while its handler may
-still be running, so a crash loses it. Here each batch is written to the journal (payload
-encrypted; it names the sender) in the same transaction that advances the stored offset,
-and only then is the next getUpdates sent. Updates are processed from the journal and
-their payload erased; on start, anything left unprocessed by a crash is processed first.
-An update Telegram delivers twice (same update_id) is recognised and processed once.
+still be running, so a crash loses it. Here each batch is written to the journal in the
+same transaction that advances the stored offset, and only then is the next getUpdates
+sent. The journal keeps the least the handlers need (bot/minimal.py), sealed under a
+rotating key (bot/sealing.py) that is destroyed once no unprocessed entry needs it.
+
+- Idempotent: an update Telegram delivers twice (same update_id), or that two pollers
+  both journal, is inserted once (INSERT ... ON CONFLICT DO NOTHING) and handled once.
+- Claimed: the process that journals an entry holds it under a lease (times from the
+  database's clock), renewed while it runs; another process takes it over only once the
+  lease ran out. So two processes never both handle one entry.
+- Fair: each chat has a queue and one runner; a runner takes a worker slot only for the
+  update at hand, so one chat's backlog holds at most one slot and its updates run
+  strictly one after the other, in order.
+- Retried on a timer: an attempt counts only when a handler ran and failed; the entry is
+  tried again after `journal.retry_seconds` (doubling), and after `journal.max_attempts`
+  failures it is given up, logged by update id and counted. A crash counts no attempt.
+- Supervised: database and network errors are retried with back-off and reported once a
+  minute (bot/supervise.py); a loop that still dies is restarted, and if it keeps dying
+  `run()` raises `LoopGaveUp` so the process exits non-zero.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
-from datetime import timedelta
+import os
+import secrets
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import BigInteger, Engine, cast, delete, distinct, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from telegram import Update
 from telegram.error import Conflict, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application
 
-from bot.deps import Deps
+from bot.deps import Deps, make_ephemeral_keys
+from bot.minimal import chat_of, minimal_update
 from bot.ratelimit import retry_after_seconds
+from bot.sealing import EphemeralKeys, SealError
+from bot.security import DecryptionError
+from bot.supervise import Backoff, LoopGaveUp, ThrottledLog, supervise
+from storage.db import checkpoint_truncate, db_now
 from storage.models import KeyValue, UpdateJournal
 
 log = logging.getLogger(__name__)
 
 OFFSET_KEY = "poll_offset"
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
-MAX_ATTEMPTS = 3
-KEEP_IDS = timedelta(days=2)
+CLAIM_BATCH = 500
 
 
-def _chat_of(data: dict) -> object:
-    """Whose update it is, to keep one chat's updates in order (never stored or logged)."""
-    for kind in ("message", "edited_message", "my_chat_member"):
-        if kind in data:
-            return ("chat", data[kind]["chat"]["id"])
-    query = data.get("callback_query")
-    if query is not None:
-        message = query.get("message")
-        return ("chat", message["chat"]["id"]) if message else ("user", query["from"]["id"])
-    return ("update", data.get("update_id"))
+def to_minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+@dataclass
+class Entry:
+    update_id: int
+    data: dict
+    chat: tuple[str, int]
 
 
 class DurablePoller:
-    def __init__(self, app: Application, deps: Deps, *, timeout: int = 30, concurrency: int = 64) -> None:
+    def __init__(self, app: Application, deps: Deps, *, timeout: int = 30, concurrency: int | None = None,
+                 keys: EphemeralKeys | None = None, engine: Engine | None = None) -> None:
         self.app = app
         self.deps = deps
+        self.cfg = deps.config.journal
         self.timeout = timeout
+        self.keys = keys or deps.ephemeral or make_ephemeral_keys(deps.config)
+        self.engine = engine
+        self.owner = secrets.token_hex(8)  # this process's name on its claims
         self._stopping = asyncio.Event()
-        self._journaled = asyncio.Event()
-        self._slots = asyncio.Semaphore(concurrency)
-        self._in_flight: set[int] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._chat_locks: dict[object, asyncio.Lock] = {}  # in memory only, gone when idle
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(concurrency or self.cfg.concurrency)
+        self._queues: dict[tuple[str, int], deque[Entry]] = {}
+        self._runners: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._in_hand: set[int] = set()
+        self._next_offset: int | None = None
+        self._attempts: dict[int, int] = {}  # failed runs here, to time the next sweep
+        self._owner_fd: int | None = None
+        self._tlog = ThrottledLog(log)
         self.failed_updates: set[int] = set()  # set by the error handler
         self.processed = 0
+        self.failed_attempts = 0
+        self.given_up = 0
+        self.conflicts = 0
 
     def stop(self) -> None:
         self._stopping.set()
+        self._wake.set()
+
+    # Who is alive: each process holds an exclusive lock on a file named after it in the
+    # key directory (shared by every process that shares the journal). The operating system
+    # drops the lock when the process dies, however it dies: its claims are then taken over
+    # at once instead of after the lease (which still covers processes on other hosts).
+    def _owner_file(self, owner: str) -> Path:
+        return self.keys.directory / f"owner-{owner}.lock"
+
+    def _hold_owner_lock(self) -> None:
+        if self._owner_fd is not None:
+            return
+        fd = os.open(self._owner_file(self.owner), os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._owner_fd = fd
+
+    def drop_owner_lock(self, unlink: bool = False) -> None:
+        """What the operating system does when the process ends (tests simulate a kill with it)."""
+        if self._owner_fd is not None:
+            if unlink:
+                with contextlib.suppress(OSError):
+                    self._owner_file(self.owner).unlink()
+            os.close(self._owner_fd)
+            self._owner_fd = None
+
+    def _clear_dead_owner_files(self) -> None:
+        for path in self.keys.directory.glob("owner-*.lock"):
+            owner = path.name[len("owner-"):-len(".lock")]
+            if owner in self._dead_owners({owner}):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+    def _dead_owners(self, owners: set[str]) -> set[str]:
+        dead: set[str] = set()
+        for owner in owners - {self.owner}:
+            if not owner.isalnum():
+                continue
+            try:
+                fd = os.open(self._owner_file(owner), os.O_RDWR)
+            except FileNotFoundError:
+                continue  # not on this host: its lease tells
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # alive
+            finally:
+                os.close(fd)
+            dead.add(owner)
+        return dead
+
+    @property
+    def _lease(self) -> timedelta:
+        return timedelta(seconds=self.cfg.lease_seconds)
 
     # journal -------------------------------------------------------------------------
     def _offset(self) -> int | None:
@@ -68,175 +157,327 @@ class DurablePoller:
             row = session.get(KeyValue, OFFSET_KEY)
             return int(row.value) if row else None
 
-    def journal(self, updates: list[Update]) -> list[int]:
-        """Save a fetched batch and the next offset; returns the ids new to the journal."""
+    def _insert(self, session, model, values: dict, conflict_on: list[str]):  # type: ignore[no-untyped-def]
+        dialect = session.get_bind().dialect.name
+        maker = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        return session.execute(maker(model).values(**values).on_conflict_do_nothing(index_elements=conflict_on))
+
+    def journal(self, updates: list[Update]) -> list[Entry]:
+        """Save a fetched batch and the next offset, claimed by this process; returns the
+        entries new to the journal (in update_id order)."""
         if not updates:
             return []
+        self._hold_owner_lock()
         now = self.deps.clock.now()
-        fresh: list[int] = []
+        fresh: list[Entry] = []
+        seen: set[int] = set()
         with self.deps.sessions.begin() as session:
-            ids = [u.update_id for u in updates]
-            known = set(session.scalars(select(UpdateJournal.update_id).where(UpdateJournal.update_id.in_(ids))))
-            for u in updates:
-                if u.update_id in known or u.update_id in fresh:
-                    continue  # delivered twice: processed (or queued) already
-                payload = json.dumps(u.to_dict(), ensure_ascii=False)
-                session.add(UpdateJournal(update_id=u.update_id, payload_enc=self.deps.keyring.encrypt(payload),
-                                          received_at=now, attempts=0))
-                fresh.append(u.update_id)
-            next_offset = str(max(ids) + 1)
-            row = session.get(KeyValue, OFFSET_KEY)
-            if row is None:
-                session.add(KeyValue(key=OFFSET_KEY, value=next_offset))
-            elif int(row.value) < int(next_offset):
-                row.value = next_offset
+            lease_until = db_now(session) + self._lease
+            for u in sorted(updates, key=lambda x: x.update_id):
+                if u.update_id in seen:
+                    continue
+                seen.add(u.update_id)
+                data = minimal_update(u.to_dict())
+                token = self.keys.seal(json.dumps(data, ensure_ascii=False).encode(), now)
+                result = self._insert(session, UpdateJournal, {
+                    "update_id": u.update_id, "payload_enc": token, "key_id": token.partition(".")[0],
+                    "received_at": to_minute(now), "attempts": 0,
+                    "claimed_by": self.owner, "lease_until": lease_until,
+                }, ["update_id"])
+                if result.rowcount == 1:  # else: delivered twice, journaled already (maybe by another poller)
+                    fresh.append(Entry(u.update_id, data, chat_of(data)))
+            next_offset = max(seen) + 1
+            self._insert(session, KeyValue, {"key": OFFSET_KEY, "value": str(next_offset)}, ["key"])
+            session.execute(update(KeyValue)
+                            .where(KeyValue.key == OFFSET_KEY, cast(KeyValue.value, BigInteger) < next_offset)
+                            .values(value=str(next_offset)))
         return fresh
 
     def pending(self) -> list[int]:
         with self.deps.sessions.begin() as session:
-            return list(
-                session.scalars(
-                    select(UpdateJournal.update_id)
-                    .where(UpdateJournal.processed_at.is_(None))
-                    .order_by(UpdateJournal.update_id)
-                )
-            )
+            return list(session.scalars(select(UpdateJournal.update_id)
+                                        .where(UpdateJournal.processed_at.is_(None))
+                                        .order_by(UpdateJournal.update_id)))
 
-    def _load(self, update_id: int) -> tuple[dict, int] | None:
-        """The update's payload, counting this attempt (so a poison update is given up)."""
+    def _open(self, row: UpdateJournal) -> dict:
+        assert row.payload_enc is not None
+        if row.key_id is None:  # journaled before the journal had keys of its own
+            return minimal_update(json.loads(self.deps.keyring.decrypt(row.payload_enc)))
+        return json.loads(self.keys.open(row.payload_enc))
+
+    def claim(self, in_hand: frozenset[int] = frozenset()) -> tuple[list[Entry], list[int]]:
+        """Renew this process's leases and claim what is due: entries of no live process
+        (a crash's leftovers, entries whose lease ran out) and failed entries whose retry
+        time has come. Returns the entries and the ids that could not be opened (given up)."""
+        self._hold_owner_lock()
+        entries: list[Entry] = []
+        lost: list[int] = []
+        with self.deps.sessions.begin() as session:
+            now = db_now(session)
+            lease_until = now + self._lease
+            session.execute(update(UpdateJournal)
+                            .where(UpdateJournal.claimed_by == self.owner, UpdateJournal.processed_at.is_(None))
+                            .values(lease_until=lease_until))
+            owners = set(session.scalars(select(distinct(UpdateJournal.claimed_by))
+                                         .where(UpdateJournal.processed_at.is_(None),
+                                                UpdateJournal.claimed_by.is_not(None))))
+            dead = self._dead_owners(owners)
+            query = (select(UpdateJournal)
+                     .where(UpdateJournal.processed_at.is_(None),
+                            or_(UpdateJournal.claimed_by == self.owner, UpdateJournal.claimed_by.is_(None),
+                                UpdateJournal.claimed_by.in_(dead) if dead else UpdateJournal.claimed_by.is_(None),
+                                UpdateJournal.lease_until.is_(None), UpdateJournal.lease_until < now),
+                            or_(UpdateJournal.next_attempt_at.is_(None), UpdateJournal.next_attempt_at <= now))
+                     .order_by(UpdateJournal.update_id).limit(CLAIM_BATCH))
+            if session.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            for row in session.scalars(query):
+                if row.update_id in in_hand:
+                    continue
+                row.claimed_by, row.lease_until = self.owner, lease_until
+                try:
+                    data = self._open(row) if row.payload_enc is not None else None
+                except (SealError, DecryptionError, ValueError):
+                    data = None
+                if data is None:
+                    lost.append(row.update_id)
+                    self._erase(row)
+                    continue
+                entries.append(Entry(row.update_id, data, chat_of(data)))
+        for owner in dead:
+            with contextlib.suppress(OSError):
+                self._owner_file(owner).unlink()
+        for update_id in lost:
+            log.error("journal entry %s cannot be opened (its key is gone): given up", update_id)
+        return entries, lost
+
+    def _erase(self, row: UpdateJournal) -> None:
+        row.processed_at = to_minute(self.deps.clock.now())
+        row.payload_enc = None  # the sender's chat goes with it
+        row.key_id = None
+        row.claimed_by = None
+        row.lease_until = None
+        row.next_attempt_at = None
+
+    def finish(self, update_id: int, failed: bool) -> str:
+        """Record the outcome of a handler run: "done", "retry" or "given_up"."""
         with self.deps.sessions.begin() as session:
             row = session.get(UpdateJournal, update_id)
-            if row is None or row.processed_at is not None or row.payload_enc is None:
-                return None
-            row.attempts += 1
-            return json.loads(self.deps.keyring.decrypt(row.payload_enc)), row.attempts
-
-    async def process(self, update_id: int) -> None:
-        loaded = self._load(update_id)
-        if loaded is not None:
-            await self._handle(update_id, *loaded)
-
-    async def _handle(self, update_id: int, data: dict, attempts: int) -> None:
-        update = Update.de_json(data, self.app.bot)
-        self.failed_updates.discard(update_id)
-        await self.app.process_update(update)
-        failed = update_id in self.failed_updates
-        with self.deps.sessions.begin() as session:
-            row = session.get(UpdateJournal, update_id)
-            if row is None:
-                return
-            if failed and attempts < MAX_ATTEMPTS:
-                log.warning("journal entry %s failed (attempt %s): will try again", update_id, attempts)
-                return
+            if row is None or row.processed_at is not None:
+                return "done"
             if failed:
-                log.error("journal entry %s failed %s times: given up", update_id, attempts)
-            row.processed_at = self.deps.clock.now()
-            row.payload_enc = None  # the sender's identity goes with it
-        self.processed += 1
+                row.attempts += 1
+                if row.attempts < self.cfg.max_attempts:
+                    delay = self.cfg.retry_seconds * 2 ** (row.attempts - 1)
+                    row.next_attempt_at = db_now(session) + timedelta(seconds=delay)
+                    return "retry"
+            attempts = row.attempts
+            self._erase(row)
+        if failed:
+            log.error("journal entry %s given up after %d failed attempts", update_id, attempts)
+            return "given_up"
+        return "done"
 
+    # maintenance -----------------------------------------------------------------------
     def prune(self) -> int:
-        cutoff = self.deps.clock.now() - KEEP_IDS
+        """Forget handled ids older than `journal.keep_ids_hours`."""
+        cutoff = self.deps.clock.now() - timedelta(hours=self.cfg.keep_ids_hours)
         with self.deps.sessions.begin() as session:
-            result = session.execute(
-                delete(UpdateJournal).where(UpdateJournal.processed_at.is_not(None), UpdateJournal.processed_at < cutoff)
-            )
+            result = session.execute(delete(UpdateJournal).where(UpdateJournal.processed_at.is_not(None),
+                                                                 UpdateJournal.processed_at < cutoff))
             return result.rowcount or 0
 
-    def erase_unprocessable(self) -> None:
-        """Payloads that failed for good are erased too."""
+    def destroy_keys(self) -> list[str]:
+        """Destroy the journal keys no unprocessed entry needs (once their period is over)."""
         with self.deps.sessions.begin() as session:
-            session.execute(
-                update(UpdateJournal)
-                .where(UpdateJournal.processed_at.is_(None), UpdateJournal.attempts >= MAX_ATTEMPTS)
-                .values(processed_at=self.deps.clock.now(), payload_enc=None)
-            )
+            needed = set(session.scalars(select(distinct(UpdateJournal.key_id))
+                                         .where(UpdateJournal.payload_enc.is_not(None),
+                                                UpdateJournal.key_id.is_not(None))))
+        return self.keys.destroy_unneeded(self.deps.clock.now(), needed)
 
-    # loop --------------------------------------------------------------------------
-    async def dispatch_pending(self) -> None:
-        """Start handling every journaled update not yet in hand: chats side by side, each
-        chat's updates in order. Handlers pace their replies (one message a second in a
-        private chat), so one chat must never hold up the others; within a chat, order is
-        what the person did."""
-        for update_id in self.pending():
-            if update_id in self._in_flight:
+    def maintain(self) -> tuple[int, list[str]]:
+        """The journal's periodic job: prune, destroy keys, truncate SQLite's WAL."""
+        pruned = self.prune()
+        gone = self.destroy_keys()
+        self._clear_dead_owner_files()
+        engine = self.engine or self.deps.sessions.kw.get("bind")
+        if engine is not None:
+            checkpoint_truncate(engine)
+        return pruned, gone
+
+    def first_failure(self, update_id: int) -> bool:
+        """True unless this update already failed in this process (the person was told then)."""
+        return update_id not in self._attempts
+
+    # handling ----------------------------------------------------------------------------
+    def _enqueue(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            if entry.update_id in self._in_hand:
                 continue
-            loaded = self._load(update_id)
-            if loaded is None:
-                continue
-            self._in_flight.add(update_id)
-            await self._slots.acquire()
-            task = asyncio.create_task(self._in_chat_order(update_id, *loaded))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        self.erase_unprocessable()
+            self._in_hand.add(entry.update_id)
+            self._queues.setdefault(entry.chat, deque()).append(entry)
+            if entry.chat not in self._runners:
+                self._runners[entry.chat] = asyncio.create_task(self._run_chat(entry.chat),
+                                                                name="tipline-chat")
 
-    async def process_pending(self) -> None:
-        """Handle everything journaled, and wait until it is done."""
-        await self.dispatch_pending()
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks))
-
-    async def _in_chat_order(self, update_id: int, data: dict, attempts: int) -> None:
-        key = _chat_of(data)
-        lock = self._chat_locks.setdefault(key, asyncio.Lock())
+    async def _run_chat(self, chat: tuple[str, int]) -> None:
+        """One chat's updates, one after the other; a worker slot only for the one at hand."""
+        queue = self._queues[chat]
         try:
-            async with lock:
-                await self._handle(update_id, data, attempts)
+            while queue:
+                entry = queue.popleft()
+                try:
+                    async with self._slots:
+                        failed = await self._handle(entry)
+                    await self._record(entry, failed)
+                finally:
+                    self._in_hand.discard(entry.update_id)
         finally:
-            self._slots.release()
-            self._in_flight.discard(update_id)
-            if not lock.locked() and self._chat_locks.get(key) is lock:
-                del self._chat_locks[key]
+            # No await since the queue was found empty: nobody can be waiting on this chat.
+            for left in queue:  # only when cancelled: they stay claimed, the sweep retakes them
+                self._in_hand.discard(left.update_id)
+            self._queues.pop(chat, None)
+            self._runners.pop(chat, None)
 
-    async def run(self) -> None:
-        """Fetch and process side by side: the next getUpdates (which confirms the last
-        batch to Telegram) goes out while the batch is being handled, as with PTB's own
-        Updater; unlike it, the batch is in the journal by then."""
-        await self.app.bot.delete_webhook(drop_pending_updates=False)
-        processor = asyncio.create_task(self._process_loop(), name="tipline-updates")
-        try:
-            await self._fetch_loop()
-        except asyncio.CancelledError:  # killed: stop at once, the journal keeps the rest
-            processor.cancel()
-            for task in list(self._tasks):
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(processor, *self._tasks, return_exceptions=True)
-            raise
-        # A graceful stop: what was fetched is processed before we go.
-        self._stopping.set()
-        self._journaled.set()
-        await processor
+    async def _handle(self, entry: Entry) -> bool:
+        update = Update.de_json(entry.data, self.app.bot)
+        self.failed_updates.discard(entry.update_id)
+        await self.app.process_update(update)
+        failed = entry.update_id in self.failed_updates
+        self.failed_updates.discard(entry.update_id)
+        return failed
 
-    async def _process_loop(self) -> None:
+    async def _record(self, entry: Entry, failed: bool) -> None:
+        backoff = Backoff(base=0.5, cap=10.0)
         while True:
-            await self.dispatch_pending()  # first of all: what a crash left behind
-            if self._stopping.is_set():
-                await self.process_pending()
+            try:
+                outcome = await asyncio.to_thread(self.finish, entry.update_id, failed)
+                break
+            except Exception as exc:  # noqa: BLE001 - the database is away: keep the result, retry
+                self._tlog("record", logging.WARNING, "journal: recording a handled update failed (%s); retrying",
+                           type(exc).__name__)
+                if self._stopping.is_set() and backoff.attempts > 3:
+                    return  # left claimed: handled again after a restart
+                await asyncio.sleep(backoff.next_delay())
+        if outcome == "done":
+            self.processed += 1
+            self._attempts.pop(entry.update_id, None)
+            return
+        self.failed_attempts += 1
+        if outcome == "retry":  # the sweep takes it up again when its time has come
+            attempts = self._attempts.get(entry.update_id, 0) + 1
+            self._attempts[entry.update_id] = attempts
+            delay = self.cfg.retry_seconds * 2 ** (attempts - 1) + 0.1
+            asyncio.get_running_loop().call_later(delay, self._wake.set)
+        else:
+            self._attempts.pop(entry.update_id, None)
+            self.given_up += 1
+
+    # loops ---------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Fetch and handle side by side until stopped. Raises `LoopGaveUp` if a loop keeps dying."""
+        self._hold_owner_lock()
+        sweeper = asyncio.create_task(supervise("update journal sweep", self._sweep_loop), name="tipline-sweep")
+        try:
+            await supervise("poller", self._fetch_loop)
+        except (asyncio.CancelledError, LoopGaveUp):  # killed, or gave up: the journal keeps the rest
+            await self._cancel(sweeper)
+            raise
+        # A graceful stop: what was fetched is handled before we go.
+        self._wake.set()
+        while self._runners:
+            await asyncio.gather(*list(self._runners.values()), return_exceptions=True)
+        await self._cancel(sweeper)
+        if sweeper.done() and not sweeper.cancelled() and isinstance(sweeper.exception(), LoopGaveUp):
+            raise sweeper.exception()  # type: ignore[misc]
+
+    async def _cancel(self, sweeper: asyncio.Task[None]) -> None:
+        tasks = [sweeper, *self._runners.values()]
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _sweep_loop(self) -> None:
+        """Renew leases; take up crash leftovers, entries of dead processes and due retries."""
+        backoff = Backoff(base=0.5, cap=30.0)
+        every = max(0.2, min(self.cfg.lease_seconds / 3, 10.0))
+        while True:
+            try:
+                entries, lost = await asyncio.to_thread(self.claim, frozenset(self._in_hand))
+            except Exception as exc:  # noqa: BLE001 - database trouble: retry, say so once a minute
+                self._tlog("sweep", logging.WARNING, "update journal unavailable (%s): retrying", type(exc).__name__)
+                await self._sleep_or_wake(backoff.next_delay())
+                continue
+            if backoff.attempts:
+                self._tlog.recovered("sweep", "update journal available again")
+            backoff.reset()
+            self.given_up += len(lost)
+            self._enqueue(entries)
+            if self._stopping.is_set() and not self._runners:
                 return
-            await self._journaled.wait()
-            self._journaled.clear()
+            await self._sleep_or_wake(every)
+
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        self._wake.clear()
 
     async def _fetch_loop(self) -> None:
-        backoff = 1.0
+        await self.app.bot.delete_webhook(drop_pending_updates=False)
+        backoff = Backoff(base=0.5, cap=30.0)
+        conflict = Backoff(base=1.0, cap=5.0)
         while not self._stopping.is_set():
+            if self._next_offset is None:
+                try:
+                    self._next_offset = await asyncio.to_thread(self._offset)
+                except Exception as exc:  # noqa: BLE001
+                    self._tlog("db", logging.WARNING, "poller: database unavailable (%s): retrying",
+                               type(exc).__name__)
+                    await self._sleep(backoff.next_delay())
+                    continue
             try:
-                updates = await self._get_updates(self._offset())
+                updates = await self._get_updates(self._next_offset)
             except Conflict:
-                log.error("another process is polling this bot's token; tipline needs one process per token")
-                await self._sleep(10)
+                self.conflicts += 1
+                self._tlog("conflict", logging.ERROR,
+                           "another process is polling this bot's token (409 Conflict); "
+                           "tipline needs one poller per token")
+                await self._sleep(conflict.next_delay())
                 continue
             except RetryAfter as exc:
                 await self._sleep(retry_after_seconds(exc))
                 continue
             except (NetworkError, TelegramError) as exc:
-                log.warning("getUpdates failed (%s): retrying in %.0f s", type(exc).__name__, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 60)
+                self._tlog("network", logging.WARNING, "getUpdates failed (%s): retrying", type(exc).__name__)
+                await self._sleep(backoff.next_delay())
                 continue
-            backoff = 1.0
-            if self.journal(updates):
-                self._journaled.set()
+            if backoff.attempts or conflict.attempts:
+                self._tlog.recovered("network", "getUpdates works again")
+                self._tlog.recovered("conflict", "no other process is polling this bot's token any more")
+            backoff.reset()
+            conflict.reset()
+            if not updates:
+                continue
+            await self._journal_batch(updates)
+
+    async def _journal_batch(self, updates: list[Update]) -> None:
+        """Journal a batch, however long the database takes to come back: the batch is not
+        confirmed to Telegram (the next offset is not sent) before it is journaled."""
+        backoff = Backoff(base=0.5, cap=30.0)
+        while True:
+            try:
+                fresh = await asyncio.to_thread(self.journal, updates)
+                break
+            except Exception as exc:  # noqa: BLE001 - database trouble: keep the batch, retry
+                self._tlog("db", logging.WARNING, "poller: journaling failed (%s): retrying", type(exc).__name__)
+                if self._stopping.is_set():
+                    return  # not confirmed: Telegram sends the batch again after a restart
+                await self._sleep(backoff.next_delay())
+        if backoff.attempts:
+            self._tlog.recovered("db", "poller: database available again")
+        self._next_offset = max(self._next_offset or 0, max(u.update_id for u in updates) + 1)
+        self._enqueue(fresh)
 
     async def _get_updates(self, offset: int | None) -> list[Update]:
         fetch = asyncio.create_task(
@@ -256,7 +497,14 @@ class DurablePoller:
         return list(fetch.result())
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
+
+    # for tests and tools -------------------------------------------------------------------
+    async def process_pending(self) -> None:
+        """Claim everything due and handle it; wait until done."""
+        entries, lost = await asyncio.to_thread(self.claim, frozenset(self._in_hand))
+        self.given_up += len(lost)
+        self._enqueue(entries)
+        while self._runners:
+            await asyncio.gather(*list(self._runners.values()), return_exceptions=True)

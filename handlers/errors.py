@@ -1,4 +1,9 @@
-"""The one error handler: report the exception, never the update (it may name a tipster)."""
+"""The one error handler: report the exception, never the update (it may name a tipster).
+
+The person is told, in their language: a failed button press gets an alert (or, if the
+press was answered already, a message), a failed message a short apology. Only the first
+failure of an update is told; the journal tries it again on a timer.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,28 @@ import logging
 from telegram import Update
 from telegram.error import TelegramError
 
+from bot.deps import Deps
 from handlers.common import Context, deps_of, reply
 
 log = logging.getLogger("tipline.errors")
+
+
+def person_lang(deps: Deps, update: Update) -> str:
+    """The language the person is addressed in: their chat's, a staff flow's, else the one
+    tipline derives from their Telegram language (looked up in memory only)."""
+    from handlers.citizen import initial_lang  # the citizens' rule, one place
+
+    chat = update.effective_chat
+    if chat is not None:
+        session = deps.chats.peek(deps.keyring.pseudonym("chat", chat.id))
+        if session is not None:
+            return session.lang
+    user = update.effective_user
+    if user is not None:
+        flow = deps.staff_flows.get(user.id)
+        if flow is not None and getattr(flow, "lang", None):
+            return str(flow.lang)
+    return initial_lang(deps, update)
 
 
 async def on_error(update: object, context: Context) -> None:
@@ -20,9 +44,24 @@ async def on_error(update: object, context: Context) -> None:
     log.error("handler error (journal entry %s): %s", update_id, type(error).__name__,
               exc_info=(type(error), error, error.__traceback__) if error else None)
     poller = context.bot_data.get("poller")
+    first = True
     if poller is not None and update_id is not None:
+        first = poller.first_failure(update_id)
         poller.failed_updates.add(update_id)
-    if isinstance(update, Update) and update.effective_chat is not None and update.callback_query is None:
-        deps = deps_of(context)
+    if not isinstance(update, Update) or not first:
+        return
+    deps = deps_of(context)
+    lang = person_lang(deps, update)
+    query = update.callback_query
+    if query is not None:
+        text = deps.texts.msg(lang, "error_button")
+        try:
+            await query.answer(text=text, show_alert=True)
+        except TelegramError:  # answered already (or too old): say it in the chat instead
+            if update.effective_chat is not None:
+                with contextlib.suppress(TelegramError):
+                    await reply(update, context, text)
+        return
+    if update.effective_chat is not None:
         with contextlib.suppress(TelegramError):
-            await reply(update, context, deps.texts.msg(deps.config.campaign.default_language, "error_generic"))
+            await reply(update, context, deps.texts.msg(lang, "error_generic"))

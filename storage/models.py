@@ -332,17 +332,25 @@ class OutboxMessage(Base):
 class UpdateJournal(Base):
     """Each update fetched from Telegram, saved before it is confirmed.
 
-    The payload (which names the sender) is encrypted and erased once processed; the
-    bare update id stays a while so that a re-delivered update is recognised.
+    The payload (the least the handlers need; it still names the sender's chat) is sealed
+    under a rotating journal key (bot/sealing.py, `key_id`) and erased once processed; the
+    key is destroyed once no unprocessed row needs it. The bare update id stays a while so
+    that a re-delivered update is recognised. Times are kept to the minute. A process
+    handles a row under a lease (`claimed_by`, `lease_until`, from the database's clock);
+    a failed row waits for `next_attempt_at`.
     """
 
     __tablename__ = "update_journal"
 
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     payload_enc: Mapped[str | None] = mapped_column(Text)
+    key_id: Mapped[str | None] = mapped_column(String(40))
     received_at: Mapped[datetime]
     processed_at: Mapped[datetime | None] = mapped_column(index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime | None]
 
 
 class KeyValue(Base):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,8 @@ def make_config(database_url: str = "sqlite://", **sections: dict[str, Any]) -> 
     data = example_data()
     data["telegram"]["token"] = "123456:TEST-TOKEN"
     data["database"]["url"] = database_url
+    # Journal keys never in the working directory: a directory of their own per configuration.
+    data["journal"]["key_dir"] = tempfile.mkdtemp(prefix="tipline-keys-")
     data["security"].update(
         pepper=TEST_PEPPER,
         data_key=TEST_DATA_KEY,

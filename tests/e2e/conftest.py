@@ -171,7 +171,9 @@ def e2e_config(database_url: str, server: FakeBotAPI, **sections: dict[str, Any]
                 **FAST, **sections.pop("telegram", {})}
     security = {"contact_key": CONTACT_KEY, **sections.pop("security", {})}
     deadlines = {"sweep_seconds": 0.2, **sections.pop("deadlines", {})}
-    return make_config(database_url, telegram=telegram, security=security, deadlines=deadlines, **sections)
+    journal = {"lease_seconds": 3.0, "retry_seconds": 0.5, **sections.pop("journal", {})}
+    return make_config(database_url, telegram=telegram, security=security, deadlines=deadlines, journal=journal,
+                       **sections)
 
 
 @pytest.fixture
