@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import BigInteger, Engine, cast, delete, distinct, or_, select, update
+from sqlalchemy import BigInteger, Engine, cast, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from telegram import Update
 from telegram.error import Conflict, NetworkError, RetryAfter, TelegramError
@@ -157,10 +157,13 @@ class DurablePoller:
             row = session.get(KeyValue, OFFSET_KEY)
             return int(row.value) if row else None
 
-    def _insert(self, session, model, values: dict, conflict_on: list[str]):  # type: ignore[no-untyped-def]
+    def _insert(self, session, model, values: dict, conflict_on: list[str]) -> bool:  # type: ignore[no-untyped-def]
+        """INSERT ... ON CONFLICT DO NOTHING; True if the row was new."""
         dialect = session.get_bind().dialect.name
         maker = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        return session.execute(maker(model).values(**values).on_conflict_do_nothing(index_elements=conflict_on))
+        column = getattr(model, conflict_on[0])
+        stmt = maker(model).values(**values).on_conflict_do_nothing(index_elements=conflict_on).returning(column)
+        return session.execute(stmt).first() is not None
 
     def journal(self, updates: list[Update]) -> list[Entry]:
         """Save a fetched batch and the next offset, claimed by this process; returns the
@@ -179,12 +182,12 @@ class DurablePoller:
                 seen.add(u.update_id)
                 data = minimal_update(u.to_dict())
                 token = self.keys.seal(json.dumps(data, ensure_ascii=False).encode(), now)
-                result = self._insert(session, UpdateJournal, {
+                new = self._insert(session, UpdateJournal, {
                     "update_id": u.update_id, "payload_enc": token, "key_id": token.partition(".")[0],
                     "received_at": to_minute(now), "attempts": 0,
                     "claimed_by": self.owner, "lease_until": lease_until,
                 }, ["update_id"])
-                if result.rowcount == 1:  # else: delivered twice, journaled already (maybe by another poller)
+                if new:  # else: delivered twice, journaled already (maybe by another poller)
                     fresh.append(Entry(u.update_id, data, chat_of(data)))
             next_offset = max(seen) + 1
             self._insert(session, KeyValue, {"key": OFFSET_KEY, "value": str(next_offset)}, ["key"])
@@ -218,7 +221,7 @@ class DurablePoller:
             session.execute(update(UpdateJournal)
                             .where(UpdateJournal.claimed_by == self.owner, UpdateJournal.processed_at.is_(None))
                             .values(lease_until=lease_until))
-            owners = set(session.scalars(select(distinct(UpdateJournal.claimed_by))
+            owners = set(session.scalars(select(UpdateJournal.claimed_by).distinct()
                                          .where(UpdateJournal.processed_at.is_(None),
                                                 UpdateJournal.claimed_by.is_not(None))))
             dead = self._dead_owners(owners)
@@ -290,7 +293,7 @@ class DurablePoller:
     def destroy_keys(self) -> list[str]:
         """Destroy the journal keys no unprocessed entry needs (once their period is over)."""
         with self.deps.sessions.begin() as session:
-            needed = set(session.scalars(select(distinct(UpdateJournal.key_id))
+            needed = set(session.scalars(select(UpdateJournal.key_id).distinct()
                                          .where(UpdateJournal.payload_enc.is_not(None),
                                                 UpdateJournal.key_id.is_not(None))))
         return self.keys.destroy_unneeded(self.deps.clock.now(), needed)

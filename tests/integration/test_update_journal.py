@@ -1,73 +1,108 @@
-"""The update journal of DurablePoller: saved before confirmed, deduplicated, erased, pruned.
+"""The update journal of DurablePoller: minimal, sealed under keys that are destroyed,
+idempotent, claimed, retried on a timer, fair per chat, pruned.
 
-journal() and prune() only use `deps`; process() hands the update to `app.process_update`,
-so a small stand-in application records what it is given (the database is the real one).
+journal(), claim(), finish() and maintain() use `deps`; handling hands the update to
+`app.process_update`, so a small stand-in application records what it is given (the
+database is the real one).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import random
+import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy import Engine, select, update as sql_update
 from telegram import Update
 
+from bot.app import build_deps
 from bot.clock import FakeClock
+from bot.config import Config
 from bot.deps import Deps
-from bot.polling import KEEP_IDS, MAX_ATTEMPTS, OFFSET_KEY, DurablePoller
+from bot.polling import OFFSET_KEY, DurablePoller
+from bot.sealing import EphemeralKeys, KeyGone
+from storage.db import make_engine
 from storage.models import KeyValue, UpdateJournal
 
-from .conftest import dump_database
+from .conftest import dump_database, is_postgres
 
 FIRST_NAME = "Ximena-Quillfeather"
+LAST_NAME = "Oyelaran-Vasquez"
+USERNAME = "xq_secret_handle"
 CHAT_ID = 48151623
+PHONE = "+8613912345678"
 
 
-def update(update_id: int, text: str = "hello there") -> Update:
-    data = {
-        "update_id": update_id,
-        "message": {
-            "message_id": update_id * 10,
-            "date": 1772415000,
-            "chat": {"id": CHAT_ID, "type": "private", "first_name": FIRST_NAME},
-            "from": {"id": CHAT_ID, "is_bot": False, "first_name": FIRST_NAME, "language_code": "en"},
-            "text": text,
-        },
+def raw_update(update_id: int, text: str = "hello there", chat_id: int = CHAT_ID, **extra: object) -> dict:
+    user = {"id": chat_id, "is_bot": False, "first_name": FIRST_NAME, "last_name": LAST_NAME,
+            "username": USERNAME, "language_code": "en-GB"}
+    message = {
+        "message_id": update_id * 10,
+        "date": 1772415037,
+        "chat": {"id": chat_id, "type": "private", "first_name": FIRST_NAME, "last_name": LAST_NAME,
+                 "username": USERNAME},
+        "from": user,
+        "text": text,
+        **extra,
     }
-    parsed = Update.de_json(data, None)
+    return {"update_id": update_id, "message": message}
+
+
+def update(update_id: int, text: str = "hello there", chat_id: int = CHAT_ID, **extra: object) -> Update:
+    parsed = Update.de_json(raw_update(update_id, text, chat_id, **extra), None)
     assert parsed is not None and parsed.effective_user.first_name == FIRST_NAME
     return parsed
 
 
 class StandInApp:
-    """What process() needs of a PTB Application: `bot` and `process_update`."""
+    """What the poller needs of a PTB Application: `bot` and `process_update`."""
 
     def __init__(self) -> None:
         self.bot = None
         self.seen: list[Update] = []
         self.poller: DurablePoller | None = None
-        self.fail: set[int] = set()
+        self.fail: dict[int, int] = {}  # update id -> how many more times it fails
+        self.delay: float = 0.0
+        self.events: list[tuple[str, object, int]] = []  # ("start"|"end", chat, update id)
 
     async def process_update(self, upd: Update) -> None:
         self.seen.append(upd)
-        if upd.update_id in self.fail and self.poller is not None:
+        chat = upd.effective_chat.id if upd.effective_chat else None
+        self.events.append(("start", chat, upd.update_id))
+        if self.delay:
+            await asyncio.sleep(random.uniform(0, self.delay))
+        self.events.append(("end", chat, upd.update_id))
+        if self.fail.get(upd.update_id, 0) > 0 and self.poller is not None:
+            self.fail[upd.update_id] -= 1
             self.poller.failed_updates.add(upd.update_id)  # what the error handler does
 
 
-@pytest.fixture
-def app() -> StandInApp:
-    return StandInApp()
-
-
-@pytest.fixture
-def poller(deps: Deps, app: StandInApp) -> DurablePoller:
-    made = DurablePoller(app, deps)  # type: ignore[arg-type]
+def make_poller(deps: Deps, app: StandInApp | None = None, **kw: object) -> tuple[DurablePoller, StandInApp]:
+    app = app or StandInApp()
+    made = DurablePoller(app, deps, **kw)  # type: ignore[arg-type]
     app.poller = made
-    return made
+    return made, app
 
 
-def journal_rows(deps: Deps) -> dict[int, UpdateJournal]:
+@pytest.fixture
+def config(database_url: str) -> Config:
+    from tests.conftest import make_config
+
+    return make_config(database_url, journal={"retry_seconds": 0.2, "max_attempts": 3, "key_rotate_minutes": 60})
+
+
+@pytest.fixture
+def poller(deps: Deps) -> DurablePoller:
+    return make_poller(deps)[0]
+
+
+def rows(deps: Deps) -> dict[int, UpdateJournal]:
     with deps.sessions.begin() as session:
         return {r.update_id: r for r in session.scalars(select(UpdateJournal))}
 
@@ -78,102 +113,277 @@ def offset(deps: Deps) -> str | None:
         return row.value if row else None
 
 
-def test_journal_saves_encrypted_updates_and_the_offset(poller: DurablePoller, deps: Deps, engine: Engine,
-                                                        clock: FakeClock) -> None:
-    assert poller.journal([]) == []
-    assert offset(deps) is None
-    assert poller.journal([update(100), update(101), update(103, "report SECRETWORD")]) == [100, 101, 103]
-    assert offset(deps) == "104"
-    assert poller._offset() == 104
+def keys_on_disk(directory: Path) -> list[Fernet]:
+    return [Fernet(p.read_bytes().strip()) for p in directory.glob("*.key")]
 
-    rows = journal_rows(deps)
-    assert set(rows) == {100, 101, 103}
-    assert all(r.received_at == clock.now() and r.processed_at is None and r.attempts == 0 for r in rows.values())
-    stored = deps.keyring.decrypt(rows[103].payload_enc)
-    assert FIRST_NAME in stored and "SECRETWORD" in stored  # the whole update is kept ...
-    assert Update.de_json(json.loads(stored), None).message.text == "report SECRETWORD"
-    dump = dump_database(engine)  # ... but only encrypted
-    assert "update_journal:" in dump
-    for secret in (FIRST_NAME, "Ximena", "SECRETWORD", str(CHAT_ID)):
+
+def opens(token: str, keys: list[Fernet]) -> bool:
+    body = token.partition(".")[2] or token
+    for key in keys:
+        try:
+            key.decrypt(body.encode())
+            return True
+        except (InvalidToken, ValueError):
+            continue
+    return False
+
+
+FERNET_TOKEN = re.compile(rb"gAAAAA[A-Za-z0-9_\-=]{40,}")
+
+
+def sqlite_files(engine: Engine) -> list[Path]:
+    base = Path(engine.url.database or "")
+    return [p for p in (base, base.with_name(base.name + "-wal"), base.with_name(base.name + "-journal")) if p.exists()]
+
+
+# --- what is journaled ------------------------------------------------------------------------
+def test_the_journal_seals_only_what_handlers_need(poller: DurablePoller, deps: Deps, engine: Engine) -> None:
+    contact = {"phone_number": PHONE, "first_name": FIRST_NAME, "user_id": CHAT_ID}
+    fresh = poller.journal([update(100, "report SECRETWORD"), update(101, "", contact=contact),
+                            update(102, "/join ABCDEF", entities=[{"type": "bot_command", "offset": 0, "length": 5}])])
+    assert [e.update_id for e in fresh] == [100, 101, 102]
+    assert offset(deps) == "103"
+    stored = rows(deps)
+    opened = {i: poller.keys.open(stored[i].payload_enc).decode() for i in (100, 101)}
+    for text in opened.values():
+        for secret in (FIRST_NAME, LAST_NAME, USERNAME, PHONE, "en-GB", "Ximena"):
+            assert secret not in text
+    assert "SECRETWORD" in opened[100]
+    replay = Update.de_json(json.loads(opened[100]), None)
+    assert replay.message.text == "report SECRETWORD" and replay.effective_chat.id == CHAT_ID
+    assert replay.effective_user.language_code == "en"  # the language tipline picks, no more
+    assert Update.de_json(json.loads(opened[101]), None).message.contact is not None  # refused by kind
+    # staff joining are named (they are not anonymous); nobody else is
+    joined = Update.de_json(json.loads(poller.keys.open(stored[102].payload_enc)), None)
+    assert joined.effective_user.first_name == FIRST_NAME and joined.message.entities
+    assert all(r.received_at.second == 0 and r.received_at.microsecond == 0 for r in stored.values())
+    dump = dump_database(engine)
+    for secret in (FIRST_NAME, USERNAME, "SECRETWORD", str(CHAT_ID)):
         assert secret not in dump
-    assert poller.pending() == [100, 101, 103]
 
 
-def test_journal_recognises_an_update_delivered_twice(poller: DurablePoller, deps: Deps) -> None:
-    assert poller.journal([update(200)]) == [200]
-    before = journal_rows(deps)[200].payload_enc
-    assert poller.journal([update(200, "changed")]) == []
-    assert poller.journal([update(201), update(201), update(200)]) == [201]
-    rows = journal_rows(deps)
-    assert set(rows) == {200, 201}
-    assert rows[200].payload_enc == before
+def test_journal_inserts_are_idempotent_across_pollers(deps: Deps, config: Config, clock: FakeClock,
+                                                       engine: Engine) -> None:
+    first, _ = make_poller(deps)
+    other_deps, _ = build_deps(config, clock, engine)
+    second, _ = make_poller(other_deps)
+    assert [e.update_id for e in first.journal([update(200)])] == [200]
+    before = rows(deps)[200].payload_enc
+    assert second.journal([update(200, "changed"), update(201), update(201)]) != []  # no UNIQUE violation
+    assert [e.update_id for e in first.journal([update(201), update(200)])] == []
+    stored = rows(deps)
+    assert set(stored) == {200, 201}
+    assert stored[200].payload_enc == before and stored[200].claimed_by == first.owner
+    assert stored[201].claimed_by == second.owner
     assert offset(deps) == "202"
-    # an older batch (e.g. a retry after a timeout) never moves the offset back
-    assert poller.journal([update(150)]) == [150]
+    first.journal([update(150)])  # an older batch never moves the offset back
     assert offset(deps) == "202"
 
 
-async def test_processing_erases_the_payload(poller: DurablePoller, app: StandInApp, deps: Deps, engine: Engine,
-                                             clock: FakeClock) -> None:
-    poller.journal([update(300), update(301)])
-    clock.advance(seconds=3)
-    await poller.process_pending()
-    assert [u.update_id for u in app.seen] == [300, 301]
-    assert app.seen[0].effective_user.first_name == FIRST_NAME
-    rows = journal_rows(deps)
-    for update_id in (300, 301):
-        assert rows[update_id].payload_enc is None
-        assert rows[update_id].processed_at == clock.now()
-        assert rows[update_id].attempts == 1
-    assert poller.pending() == [] and poller.processed == 2
-    # redelivered after processing: still recognised, and not brought back
-    assert poller.journal([update(301)]) == []
-    await poller.process(301)
-    assert len(app.seen) == 2
-    assert journal_rows(deps)[301].payload_enc is None
-
-
-async def test_a_failing_update_is_tried_again_then_given_up(poller: DurablePoller, app: StandInApp,
-                                                              deps: Deps) -> None:
-    app.fail.add(400)
-    poller.journal([update(400)])
-    for attempt in range(1, MAX_ATTEMPTS):
-        await poller.process(400)
-        row = journal_rows(deps)[400]
-        assert (row.attempts, row.processed_at) == (attempt, None)
-        assert row.payload_enc is not None  # kept for the next try
-    await poller.process(400)
-    row = journal_rows(deps)[400]
-    assert row.attempts == MAX_ATTEMPTS
-    assert row.processed_at is not None and row.payload_enc is None
-    assert len(app.seen) == MAX_ATTEMPTS
-
-
-def test_erase_unprocessable(poller: DurablePoller, deps: Deps) -> None:
-    poller.journal([update(500), update(501)])
+# --- erased, and the keys destroyed ----------------------------------------------------------
+async def test_after_processing_and_key_destruction_nothing_can_be_read(
+        deps: Deps, engine: Engine, clock: FakeClock, config: Config) -> None:
+    poller, app = make_poller(deps)
+    tipsters = [(CHAT_ID + i, f"IDENT{i:03d}XQ") for i in range(20)]
+    poller.journal([update(300 + i, f"report {word}", chat_id=chat) for i, (chat, word) in enumerate(tipsters)])
+    # A copy of the database taken while the entries were waiting:
     with deps.sessions.begin() as session:
-        session.get(UpdateJournal, 500).attempts = MAX_ATTEMPTS  # e.g. crashed while handling it, each time
-    poller.erase_unprocessable()
-    rows = journal_rows(deps)
-    assert rows[500].payload_enc is None and rows[500].processed_at is not None
-    assert rows[501].payload_enc is not None and rows[501].processed_at is None
+        copied = [t for t in session.scalars(select(UpdateJournal.payload_enc)) if t]
+    assert len(copied) == 20 and all(poller.keys.open(t) for t in copied)
+
+    await poller.process_pending()
+    assert len(app.seen) == 20 and all(r.payload_enc is None for r in rows(deps).values())
+    key_dir = Path(config.journal.key_dir)
+    if not is_postgres(engine):
+        # Still within the key's hour: erased content must not linger in the file or its WAL.
+        poller.maintain()
+        assert keys_on_disk(key_dir)
+        raw = b"".join(p.read_bytes() for p in sqlite_files(engine))
+        assert not [t for t in FERNET_TOKEN.findall(raw) if opens(t.decode(), keys_on_disk(key_dir))]
+
+    clock.advance(hours=1, minutes=3)  # the key's period and its grace are over
+    assert poller.maintain()[1]  # destroyed
+    fresh_keys = EphemeralKeys(key_dir, timedelta(hours=1))  # nothing cached: what is on disk
+    for token in copied:
+        assert not opens(token, keys_on_disk(key_dir))
+        with pytest.raises(KeyGone):
+            fresh_keys.open(token)
+    assert oct(key_dir.stat().st_mode & 0o777) == "0o700"
+    if not is_postgres(engine):
+        raw = b"".join(p.read_bytes() for p in sqlite_files(engine))
+        for chat, word in tipsters:
+            for secret in (str(chat).encode(), word.encode(), FIRST_NAME.encode(), USERNAME.encode()):
+                assert secret not in raw
+        assert not [t for t in FERNET_TOKEN.findall(raw) if opens(t.decode(), keys_on_disk(key_dir))]
 
 
-async def test_prune_keeps_recent_and_unprocessed_ids(poller: DurablePoller, deps: Deps, clock: FakeClock) -> None:
-    assert KEEP_IDS == timedelta(days=2)
-    poller.journal([update(600), update(601)])  # 601 stays unprocessed
-    await poller.process(600)
-    clock.advance(days=1)
+async def test_a_key_stays_while_an_unprocessed_entry_needs_it(deps: Deps, clock: FakeClock) -> None:
+    poller, app = make_poller(deps)
+    app.fail[400] = 99
+    poller.journal([update(400), update(401)])
+    await poller.process_pending()
+    clock.advance(hours=3)
+    poller.maintain()
+    assert poller.keys.open(rows(deps)[400].payload_enc)  # 400 still waits for its retry: its key stays
+    for _ in range(5):
+        await asyncio.sleep(0.45)
+        await poller.process_pending()
+    assert rows(deps)[400].processed_at is not None and poller.given_up == 1
+    poller.maintain()
+    assert poller.keys.key_ids() == []
+
+
+def test_key_files_are_private(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    keys = EphemeralKeys(tmp_path / "k", timedelta(minutes=5))
+    token = keys.seal(b"x", datetime(2026, 3, 2, tzinfo=UTC))
+    assert keys.open(token) == b"x"
+    assert oct((tmp_path / "k").stat().st_mode & 0o777) == "0o700"
+    assert {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "k").iterdir()} == {"0o600"}
+    keys.hold(token.partition(".")[0], datetime(2026, 3, 2, 2, tzinfo=UTC))
+    assert keys.destroy_unneeded(datetime(2026, 3, 2, 1, tzinfo=UTC), []) == []  # held
+    assert keys.destroy_unneeded(datetime(2026, 3, 2, 2, 3, tzinfo=UTC), []) != []
+    with pytest.raises(KeyGone):
+        EphemeralKeys(tmp_path / "k", timedelta(minutes=5)).open(token)
+
+
+# --- handled once, attempts, retries -----------------------------------------------------------
+async def test_a_redelivered_update_is_handled_once(poller: DurablePoller, deps: Deps) -> None:
+    app = poller.app
+    poller.journal([update(500)])
+    await poller.process_pending()
+    assert poller.journal([update(500)]) == []
+    await poller.process_pending()
+    assert [u.update_id for u in app.seen] == [500]  # type: ignore[attr-defined]
+
+
+async def test_attempts_count_only_when_a_handler_failed(deps: Deps, config: Config, clock: FakeClock,
+                                                         engine: Engine) -> None:
+    first, _ = make_poller(deps)
+    first.journal([update(600)])
+    first.drop_owner_lock()  # killed before handling it
+    for _ in range(4):  # four more starts, each killed after taking the entry, before its handler ran
+        again, _ = make_poller(build_deps(config, clock, engine)[0])
+        entries, lost = again.claim()
+        assert [e.update_id for e in entries] == [600] and lost == []
+        again.drop_owner_lock()
+    assert rows(deps)[600].attempts == 0 and rows(deps)[600].processed_at is None
+    last, app = make_poller(build_deps(config, clock, engine)[0])
+    await last.process_pending()
+    assert [u.update_id for u in app.seen] == [600]
+    row = rows(deps)[600]
+    assert row.processed_at is not None and row.attempts == 0 and last.given_up == 0
+
+
+async def test_a_failed_update_is_retried_on_a_timer_then_given_up(deps: Deps, caplog: pytest.LogCaptureFixture
+                                                                   ) -> None:
+    poller, app = make_poller(deps)
+    app.fail[700] = 99
+    poller.journal([update(700)])
+    await poller.process_pending()
+    assert rows(deps)[700].attempts == 1 and rows(deps)[700].next_attempt_at is not None
+    await poller.process_pending()  # not yet due: nothing runs, however often one looks
+    assert len(app.seen) == 1
+    await asyncio.sleep(0.3)
+    await poller.process_pending()
+    assert len(app.seen) == 2 and rows(deps)[700].attempts == 2
+    with caplog.at_level(logging.ERROR, logger="bot.polling"):
+        await asyncio.sleep(0.5)
+        await poller.process_pending()
+    row = rows(deps)[700]
+    assert len(app.seen) == 3 and row.processed_at is not None and row.payload_enc is None
+    assert poller.given_up == 1 and poller.failed_attempts == 3
+    lines = [r.getMessage() for r in caplog.records if "given up" in r.getMessage()]
+    assert lines == ["journal entry 700 given up after 3 failed attempts"]
+
+
+async def test_two_processes_never_handle_one_entry(deps: Deps, config: Config, clock: FakeClock,
+                                                    database_url: str) -> None:
+    writer, _ = make_poller(deps)
+    writer.journal([update(1000 + i, chat_id=CHAT_ID + i % 7) for i in range(120)])
+    writer.drop_owner_lock()  # the process that journaled them died
+    engines = [make_engine(database_url), make_engine(database_url)]
+    try:
+        pollers = [make_poller(build_deps(config, clock, e)[0]) for e in engines]
+        for _, app in pollers:
+            app.delay = 0.005
+        for _ in range(3):
+            await asyncio.gather(*(p.process_pending() for p, _ in pollers))
+        handled = [[u.update_id for u in app.seen] for _, app in pollers]
+        everything = sorted(handled[0] + handled[1])
+        assert everything == list(range(1000, 1120)), (len(handled[0]), len(handled[1]))
+        assert all(r.processed_at is not None for r in rows(deps).values())
+    finally:
+        for e in engines:
+            e.dispose()
+
+
+async def test_a_live_process_keeps_its_entries(deps: Deps, config: Config, clock: FakeClock, engine: Engine) -> None:
+    holder, _ = make_poller(deps)
+    holder.journal([update(1200)])
+    other, app = make_poller(build_deps(config, clock, engine)[0])
+    await other.process_pending()
+    assert app.seen == []  # held by a live process under its lease
+    with deps.sessions.begin() as session:  # its lease runs out (e.g. another host, stalled)
+        session.execute(sql_update(UpdateJournal).values(lease_until=clock.now() - timedelta(days=1)))
+    await other.process_pending()
+    assert [u.update_id for u in app.seen] == [1200]
+
+
+# --- order and fairness -----------------------------------------------------------------------
+async def test_a_chats_updates_run_one_at_a_time_in_order(deps: Deps) -> None:
+    poller, app = make_poller(deps, concurrency=8)
+    app.delay = 0.01
+    ids = list(range(2000, 2150))
+    chats = {i: CHAT_ID + (i * 7919) % 5 for i in ids}
+    random.seed(7)
+    for batch in (ids[:50], ids[50:100], ids[100:]):
+        poller.journal([update(i, chat_id=chats[i]) for i in batch])
+    await poller.process_pending()
+    assert sorted(u.update_id for u in app.seen) == ids
+    for chat in set(chats.values()):
+        mine = [(kind, uid) for kind, c, uid in app.events if c == chat]
+        starts = [uid for kind, uid in mine if kind == "start"]
+        assert starts == sorted(starts), chat  # in order
+        for n in range(0, len(mine), 2):  # start, end, start, end ...: never two at once
+            assert mine[n][0] == "start" and mine[n + 1] == ("end", mine[n][1]), (chat, mine[n:n + 3])
+
+
+async def test_one_chats_backlog_does_not_hold_the_others(deps: Deps) -> None:
+    poller, app = make_poller(deps, concurrency=4)
+    app.delay = 0.004
+    flood = [update(3000 + i, chat_id=1) for i in range(100)]
+    others = [update(3200 + i, chat_id=100 + i) for i in range(50)]
+    poller.journal(flood)
+    poller.journal(others)
+    await poller.process_pending()
+    ends = [uid for kind, _, uid in app.events if kind == "end"]
+    last_other = max(ends.index(3200 + i) for i in range(50))
+    flood_before = sum(1 for uid in ends[:last_other] if uid < 3200)
+    # Four slots: the flood holds one of them at most, the others share the other three.
+    assert flood_before <= 30, flood_before
+
+
+# --- pruning ---------------------------------------------------------------------------------
+async def test_prune_keeps_recent_and_unprocessed_ids(deps: Deps, clock: FakeClock, config: Config) -> None:
+    poller, _ = make_poller(deps)
+    hours = config.journal.keep_ids_hours
+    poller.journal([update(600), update(601)])
+    with deps.sessions.begin() as session:  # 601 belongs to a live process elsewhere
+        session.get(UpdateJournal, 601).claimed_by = "elsewhere"
+    await poller.process_pending()
+    clock.advance(hours=hours // 2)
     poller.journal([update(602)])
-    await poller.process(602)
-
-    clock.advance(days=1)  # 600 was processed exactly two days ago: kept
+    await poller.process_pending()
+    clock.advance(hours=hours - hours // 2)
     assert poller.prune() == 0
-    assert set(journal_rows(deps)) == {600, 601, 602}
-    clock.advance(seconds=1)
+    clock.advance(minutes=1)
     assert poller.prune() == 1
-    assert set(journal_rows(deps)) == {601, 602}
+    assert set(rows(deps)) == {601, 602}
     clock.advance(days=30)
-    assert poller.prune() == 1
-    assert set(journal_rows(deps)) == {601}  # never processed: never pruned
+    poller.maintain()
+    assert set(rows(deps)) == {601}  # never processed: never pruned
     assert offset(deps) == "603"
+    row = rows(deps)[601]
+    assert row.received_at.second == 0 and row.received_at.microsecond == 0
