@@ -455,9 +455,9 @@ class DurablePoller:
                 self._tlog("network", logging.WARNING, "getUpdates failed (%s): retrying", type(exc).__name__)
                 await self._sleep(backoff.next_delay())
                 continue
-            if backoff.attempts or conflict.attempts:
+            if backoff.attempts:
                 self._tlog.recovered("network", "getUpdates works again")
-                self._tlog.recovered("conflict", "no other process is polling this bot's token any more")
+            # (409s alternate with successes while two pollers overlap: their line stays once a minute)
             backoff.reset()
             conflict.reset()
             if not updates:
