@@ -409,3 +409,35 @@ def test_sqlite_zeroes_what_it_deletes(engine: Engine) -> None:
         pytest.skip("SQLite only (PostgreSQL: the journal keys' destruction covers dead tuples)")
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA secure_delete").scalar() == 1
+
+
+async def test_a_poller_that_keeps_dying_gives_up_so_the_process_exits(deps: Deps) -> None:
+    from bot.supervise import Backoff, LoopGaveUp
+
+    class DeadBot:
+        calls = 0
+
+        async def delete_webhook(self, **_: object) -> None:
+            DeadBot.calls += 1
+            raise RuntimeError("always")
+
+    poller, app = make_poller(deps)
+    app.bot = DeadBot()  # type: ignore[assignment]
+    poller.restart_backoff = lambda: Backoff(base=0.001, cap=0.001)
+    with pytest.raises(LoopGaveUp):
+        await asyncio.wait_for(poller.run(), timeout=20)
+    assert DeadBot.calls == 6  # the first run and five restarts
+
+
+def test_tipline_run_exits_non_zero_when_a_loop_gave_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from bot import cli
+    from bot.supervise import LoopGaveUp
+
+    async def serve(_config: object) -> None:
+        raise LoopGaveUp("poller")
+
+    monkeypatch.setattr("bot.app.serve", serve)
+    monkeypatch.setattr(cli, "require_secrets", lambda _c: None)
+    monkeypatch.setattr(cli.logs, "configure", lambda *_: None)
+    monkeypatch.setattr(cli, "_config", lambda _args: type("C", (), {"logging": type("L", (), {"level": "INFO"})})())
+    assert cli.main(["run"]) == 1
