@@ -32,6 +32,7 @@ import logging
 import os
 import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -88,6 +89,8 @@ class DurablePoller:
         self._next_offset: int | None = None
         self._attempts: dict[int, int] = {}  # failed runs here, to time the next sweep
         self._owner_fd: int | None = None
+        # How a dying loop is restarted (tests make it quick).
+        self.restart_backoff: Callable[[], Backoff] = lambda: Backoff(base=1.0, cap=30.0)
         self._tlog = ThrottledLog(log)
         self.failed_updates: set[int] = set()  # set by the error handler
         self.processed = 0
@@ -380,9 +383,10 @@ class DurablePoller:
     async def run(self) -> None:
         """Fetch and handle side by side until stopped. Raises `LoopGaveUp` if a loop keeps dying."""
         self._hold_owner_lock()
-        sweeper = asyncio.create_task(supervise("update journal sweep", self._sweep_loop), name="tipline-sweep")
+        sweeper = asyncio.create_task(supervise("update journal sweep", self._sweep_loop,
+                                                backoff=self.restart_backoff()), name="tipline-sweep")
         try:
-            await supervise("poller", self._fetch_loop)
+            await supervise("poller", self._fetch_loop, backoff=self.restart_backoff())
         except (asyncio.CancelledError, LoopGaveUp):  # killed, or gave up: the journal keeps the rest
             await self._cancel(sweeper)
             raise
