@@ -346,9 +346,13 @@ class DurablePoller:
             self._runners.pop(chat, None)
 
     async def _handle(self, entry: Entry) -> bool:
-        update = Update.de_json(entry.data, self.app.bot)
         self.failed_updates.discard(entry.update_id)
-        await self.app.process_update(update)
+        try:
+            update = Update.de_json(entry.data, self.app.bot)
+            await self.app.process_update(update)
+        except Exception as exc:  # noqa: BLE001 - PTB gives handler errors to the error handler; this is the rest
+            log.error("journal entry %s could not be handled (%s)", entry.update_id, type(exc).__name__)
+            return True
         failed = entry.update_id in self.failed_updates
         self.failed_updates.discard(entry.update_id)
         return failed
@@ -395,8 +399,16 @@ class DurablePoller:
         while self._runners:
             await asyncio.gather(*list(self._runners.values()), return_exceptions=True)
         await self._cancel(sweeper)
+        with contextlib.suppress(Exception):  # what waits for a retry: free for the next process at once
+            await asyncio.to_thread(self.release_mine)
         if sweeper.done() and not sweeper.cancelled() and isinstance(sweeper.exception(), LoopGaveUp):
             raise sweeper.exception()  # type: ignore[misc]
+
+    def release_mine(self) -> None:
+        with self.deps.sessions.begin() as session:
+            session.execute(update(UpdateJournal)
+                            .where(UpdateJournal.claimed_by == self.owner, UpdateJournal.processed_at.is_(None))
+                            .values(claimed_by=None, lease_until=None))
 
     async def _cancel(self, sweeper: asyncio.Task[None]) -> None:
         tasks = [sweeper, *self._runners.values()]

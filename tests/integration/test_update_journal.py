@@ -70,9 +70,12 @@ class StandInApp:
         self.fail: dict[int, int] = {}  # update id -> how many more times it fails
         self.delay: float = 0.0
         self.events: list[tuple[str, object, int]] = []  # ("start"|"end", chat, update id)
+        self.explode: set[int] = set()  # raise from process_update itself
 
     async def process_update(self, upd: Update) -> None:
         self.seen.append(upd)
+        if upd.update_id in self.explode:
+            raise RuntimeError("not a handler error")
         chat = upd.effective_chat.id if upd.effective_chat else None
         self.events.append(("start", chat, upd.update_id))
         if self.delay:
@@ -311,6 +314,17 @@ async def test_a_failed_update_is_retried_on_a_timer_then_given_up(deps: Deps, c
     assert poller.given_up == 1 and poller.failed_attempts == 3
     lines = [r.getMessage() for r in caplog.records if "given up" in r.getMessage()]
     assert lines == ["journal entry 700 given up after 3 failed attempts"]
+
+
+async def test_an_error_outside_the_handlers_counts_as_a_failed_attempt(deps: Deps) -> None:
+    poller, app = make_poller(deps)
+    app.explode.add(800)
+    poller.journal([update(800), update(801, chat_id=CHAT_ID)])
+    await poller.process_pending()
+    stored = rows(deps)
+    assert stored[800].attempts == 1 and stored[800].processed_at is None
+    assert stored[801].processed_at is not None  # the chat goes on
+    assert poller.failed_attempts == 1
 
 
 async def test_two_processes_never_handle_one_entry(deps: Deps, config: Config, clock: FakeClock,
