@@ -185,3 +185,16 @@ def test_precheck_from_the_message_alone() -> None:
     assert ec.precheck("document", "application/pdf", "a.pdf", 10) is None
     assert ec.precheck("photo", None, None, 10) is None
     assert ec.neutral_name(3, "pdf") == "evidence-3.pdf"
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_broken_files_are_refused_never_crash(fmt: str) -> None:
+    raw = FORMATS[fmt][0]()
+    for cut in (len(raw) // 5, len(raw) // 2, len(raw) - 7):
+        for data in (raw[:cut], raw[:cut] + bytes(64) + raw[cut + 64 :]):
+            try:
+                out = ec.clean(data)
+            except ec.Uncleanable as exc:
+                assert exc.reason in ec.REASONS
+            else:
+                assert ec.verify(out.data) == [] and markers(out.data) == []
