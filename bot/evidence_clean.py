@@ -157,7 +157,17 @@ def _is_text(data: bytes) -> bool:
 
 
 def clean(data: bytes) -> Cleaned:
-    """The file rebuilt without metadata and checked; `Uncleanable` if that is not possible."""
+    """The file rebuilt without metadata and checked; `Uncleanable` if that is not possible
+    (a file that makes a library fail in any other way counts as damaged: never a crash)."""
+    try:
+        return _clean(data)
+    except Uncleanable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - hostile input: any library error means "cannot clean"
+        raise Uncleanable(DAMAGED, type(exc).__name__) from None
+
+
+def _clean(data: bytes) -> Cleaned:
     if len(data) > DOWNLOAD_LIMIT:
         raise Uncleanable(TOO_BIG)
     fmt = sniff(data)
