@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+import re
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -420,6 +421,10 @@ PERSON_ELEMENTS = {(DC_NS, "creator"), (DC_NS, "date"), (META_NS, "creator-initi
 ODF_PRINTER_ITEMS = {"PrinterName", "PrinterSetup", "PrinterPaperFromSetup"}
 IMAGE_EXT = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png"}  # other embedded pictures: refused
 KEEP_BINARY_EXT = {"emf", "wmf", "odttf", "ttf", "otf", "fntdata", "svg"}
+# ODF members without metadata: LibreOffice's layout cache, rendered replacements of charts.
+KEEP_ODF = ("layout-cache", "ObjectReplacements/")
+# Elements (by local name) whose `name` attribute is a person's (PowerPoint comment authors).
+NAMED_PERSONS = {"cmAuthor", "author", "person"}
 NESTED_EXT = {"docx", "xlsx", "pptx", "odt", "ods", "odp"}
 OOXML_MAIN = {
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml":
@@ -458,11 +463,6 @@ def _open_zip(data: bytes) -> zipfile.ZipFile:
     if any(i.flag_bits & 0x1 for i in infos):
         raise Uncleanable(ENCRYPTED)
     return zf
-
-
-def _rels_of(part: str) -> str:
-    folder, name = posixpath.split(part)
-    return posixpath.join(folder, "_rels", name + ".rels")
 
 
 def _source_of(rels: str) -> str:
@@ -553,8 +553,15 @@ def _clean_member(name: str, data: bytes, depth: int, *, dropped: set[str], dead
             if ext == "vml":  # legacy drawings (comment boxes) are not always well-formed; shapes only
                 return data
             raise
+        if re.fullmatch(r"customXml/item\d+\.xml", name):
+            # Data stores (SharePoint owners, editors, e-mail addresses): emptied, root kept.
+            for child in list(root):
+                root.remove(child)
+            root.text = None
         _scrub_xml(root, name, dropped, dead_ids=dead_ids)
         return _dump(root)
+    if name.startswith(KEEP_ODF):
+        return data
     if ext in IMAGE_EXT:  # re-encoded in the format its name and content type say
         return clean_image(data, keep_format=IMAGE_EXT[ext]).data
     if ext in NESTED_EXT:
@@ -634,7 +641,11 @@ def _scrub_xml(root: etree._Element, name: str, dropped: set[str], *, dead_ids: 
                 el.text = NEUTRAL_NAME
         for attr in list(el.attrib):
             ans, alocal = _local(attr)
-            if alocal in PERSON_ATTRS and el.get(attr) not in ("", NEUTRAL_NAME):
+            if alocal == "name" and local in NAMED_PERSONS and el.get(attr) != NEUTRAL_NAME:
+                found.append(f"{local} name")
+                if not detect:
+                    el.set(attr, NEUTRAL_NAME)
+            elif alocal in PERSON_ATTRS and el.get(attr) not in ("", NEUTRAL_NAME):
                 found.append(alocal)
                 if not detect:
                     el.set(attr, NEUTRAL_NAME if alocal in ("author", "displayName") else "")
@@ -692,6 +703,8 @@ def package_leftovers(data: bytes) -> list[str]:
             found.append("thumbnail")
         elif "printerSettings" in name:
             found.append("printer settings")
+        elif re.fullmatch(r"customXml/item\d+\.xml", name) and len(_parse(body)):
+            found.append("custom XML data")
         elif name.endswith((".xml", ".rels")):
             try:
                 found += _scrub_xml(_parse(body), name, set(), detect=True)

@@ -198,3 +198,20 @@ def test_broken_files_are_refused_never_crash(fmt: str) -> None:
                 assert exc.reason in ec.REASONS
             else:
                 assert ec.verify(out.data) == [] and markers(out.data) == []
+
+
+def test_presentation_comment_authors_and_custom_xml_data() -> None:
+    ct = ("application/vnd.openxmlformats-officedocument.presentationml.presentation.main+xml")
+    raw = _zip({
+        "[Content_Types].xml": f'<Types xmlns="{fx.CT}"><Override PartName="/ppt/presentation.xml" '
+                               f'ContentType="{ct}"/></Types>',
+        "ppt/presentation.xml": '<p:presentation xmlns:p="http://schemas.openxmlformats.org/presentationml/2006/main"/>',
+        "ppt/commentAuthors.xml": '<p:cmAuthorLst xmlns:p="http://schemas.openxmlformats.org/presentationml/2006/'
+                                  f'main"><p:cmAuthor id="1" name="{fx.AUTHOR}" initials="ZW" lastIdx="1" '
+                                  'clrIdx="0"/></p:cmAuthorLst>',
+        "customXml/item1.xml": f'<p:properties xmlns:p="http://schemas.microsoft.com/office/2006/metadata/'
+                               f'properties"><Owner><DisplayName>{fx.AUTHOR}</DisplayName></Owner></p:properties>',
+    })
+    out = ec.clean(raw)
+    assert out.extension == "pptx" and markers(out.data) == [] and ec.verify(out.data) == []
+    assert ec.verify(raw)
