@@ -513,7 +513,10 @@ def _clean_ooxml(zf: zipfile.ZipFile, depth: int) -> Cleaned:
                     dead.setdefault(source, set()).add(rel.get("Id", ""))
     out: dict[str, bytes] = {}
     for name in names:
-        if name in drop or name.endswith("/"):
+        if name in drop:
+            continue
+        if name.endswith("/"):  # a folder entry: kept, empty
+            out[name] = b""
             continue
         if name in replace:
             out[name] = replace[name]
@@ -532,7 +535,10 @@ def _clean_odf(zf: zipfile.ZipFile, depth: int) -> Cleaned:
     mimetype = zf.read("mimetype").decode("ascii").strip()
     out: list[tuple[str, bytes]] = [("mimetype", mimetype.encode("ascii"))]
     for name in zf.namelist():
-        if name == "mimetype" or name.endswith("/"):
+        if name == "mimetype":
+            continue
+        if name.endswith("/"):  # a folder entry (the manifest may list it): kept, empty
+            out.append((name, b""))
             continue
         top = name.split("/", 1)[0]
         if top in ("Basic", "Scripts"):
@@ -546,6 +552,8 @@ def _clean_odf(zf: zipfile.ZipFile, depth: int) -> Cleaned:
 
 def _clean_member(name: str, data: bytes, depth: int, *, dropped: set[str], dead_ids: set[str]) -> bytes:
     ext = name.rsplit(".", 1)[-1].lower() if "." in name.rsplit("/", 1)[-1] else ""
+    if not data.strip():  # LibreOffice writes empty placeholder parts
+        return data
     if ext in ("xml", "rels", "rdf", "vml"):
         try:
             root = _parse(data)
@@ -569,8 +577,6 @@ def _clean_member(name: str, data: bytes, depth: int, *, dropped: set[str], dead
             raise Uncleanable(UNKNOWN, "nested too deep")
         return clean_package(data, depth + 1).data
     if ext in KEEP_BINARY_EXT:
-        return data
-    if not ext and not data:
         return data
     raise Uncleanable(UNKNOWN, f"embedded {ext or 'object'}")
 
@@ -691,6 +697,8 @@ def package_leftovers(data: bytes) -> list[str]:
             found.append("zip extra field")
         name = info.filename
         body = zf.read(name)
+        if not body.strip():
+            continue
         if name == "docProps/core.xml" and body != NEUTRAL_CORE:
             found.append("core properties")
         elif name == "docProps/app.xml" and body != NEUTRAL_APP:

@@ -137,6 +137,9 @@ def test_opendocument_meta_and_annotations() -> None:
                         f'opendocument:xmlns:config:1.0"><config:config-item config:name="PrinterName" '
                         f'config:type="string">{fx.COMPANY}</config:config-item></office:document-settings>',
         "Pictures/photo.jpg": fx.jpeg_with_exif(),
+        "Configurations2/accelerator/current.xml": "",  # LibreOffice writes empty parts and folders
+        "Configurations2/toolbar/": "",
+        "layout-cache": b"\x00\x01binary",
     })
     out = ec.clean(raw)
     assert out.extension == "odt"
@@ -145,6 +148,7 @@ def test_opendocument_meta_and_annotations() -> None:
         first = zf.infolist()[0]
         assert first.filename == "mimetype" and first.compress_type == zipfile.ZIP_STORED
         assert "Receipt attached." in zf.read("content.xml").decode()
+        assert "Configurations2/toolbar/" in zf.namelist()
 
 
 def test_what_cannot_be_cleaned_says_why() -> None:
