@@ -703,6 +703,8 @@ async def btn_withdraw(update: Update, context: Context, s: ChatSession, arg: st
         evidence_intake.withdraw(s.draft.evidence, arg)
     evidence_intake.withdraw(s.addition_evidence, arg)
     await reply(update, context, deps.texts.msg(s.lang, "evidence_withdrawn"))
+    if s.step is Step.REVIEW and s.draft is not None:  # the review on screen counted it: show it again
+        await show_review(update, context, s)
 
 
 async def btn_keep(update: Update, context: Context, s: ChatSession, arg: str) -> None:

@@ -543,6 +543,8 @@ async def btn_withdraw(update: Update, context: Context, entry: Entry, arg: str)
     await drop_keyboard(update)
     gone = evidence_intake.withdraw(entry.draft.evidence, arg)
     await reply(update, context, deps.texts.msg(entry.lang, "evidence_withdrawn" if gone else "evidence_withdraw_gone"))
+    if gone and entry.step is EntryStep.REVIEW:  # the review on screen counted it: show it again
+        await show_review(update, context, entry)
 
 
 async def btn_keep(update: Update, context: Context, entry: Entry, arg: str) -> None:
