@@ -309,12 +309,11 @@ async def add_evidence(update: Update, context: Context, s: ChatSession, incomin
         return
     draft = s.draft
     # Cleaned (or found uncleanable) before it is taken; the clean copy is shown to the tipster.
-    taken = await evidence_intake.take(update, context, s.lang, incoming, len(draft.evidence) + 1)
-    if taken.item is None or s.draft is not draft or s.step is not Step.EVIDENCE:
+    item = await evidence_intake.accept(update, context, s.lang, incoming, len(draft.evidence) + 1,
+                                        lambda label, payload: b(deps, s.lang, label, payload))
+    if item is None or s.draft is not draft or s.step is not Step.EVIDENCE:
         return
-    draft.evidence.append(taken.item)
-    if taken.reason is not None:
-        await evidence_intake.warn(update, context, s.lang, taken, lambda label, payload: b(deps, s.lang, label, payload))
+    draft.evidence.append(item)
     # An album arrives as several messages: answer once, when they stop coming.
     debounce(s, lambda: reply(
         update, context,
@@ -359,12 +358,11 @@ async def add_addition_evidence(update: Update, context: Context, s: ChatSession
                                 incoming: evidence_intake.Incoming) -> None:
     deps = deps_of(context)
     tip_id = s.tip_id
-    taken = await evidence_intake.take(update, context, s.lang, incoming, len(s.addition_evidence) + 1)
-    if taken.item is None or s.step is not Step.ADD_INFO or s.tip_id != tip_id:
+    item = await evidence_intake.accept(update, context, s.lang, incoming, len(s.addition_evidence) + 1,
+                                        lambda label, payload: b(deps, s.lang, label, payload))
+    if item is None or s.step is not Step.ADD_INFO or s.tip_id != tip_id:
         return
-    s.addition_evidence.append(taken.item)
-    if taken.reason is not None:
-        await evidence_intake.warn(update, context, s.lang, taken, lambda label, payload: b(deps, s.lang, label, payload))
+    s.addition_evidence.append(item)
     await ack_addition(update, context, s)
 
 

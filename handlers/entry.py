@@ -281,13 +281,11 @@ async def add_evidence(update: Update, context: Context, entry: Entry, incoming:
                     evidence_buttons(deps, entry))
         return
     # Cleaned (or found uncleanable) before it is taken, like a citizen's evidence.
-    taken = await evidence_intake.take(update, context, entry.lang, incoming, len(entry.draft.evidence) + 1)
-    if taken.item is None or entry.step is not EntryStep.EVIDENCE or update.effective_user.id not in store_of(context):
+    item = await evidence_intake.accept(update, context, entry.lang, incoming, len(entry.draft.evidence) + 1,
+                                        lambda label, payload: b(deps, entry.lang, label, payload))
+    if item is None or entry.step is not EntryStep.EVIDENCE or update.effective_user.id not in store_of(context):
         return
-    entry.draft.evidence.append(taken.item)
-    if taken.reason is not None:
-        await evidence_intake.warn(update, context, entry.lang, taken,
-                                   lambda label, payload: b(deps, entry.lang, label, payload))
+    entry.draft.evidence.append(item)
     store_of(context).later(update.effective_user.id, lambda: reply(
         update, context,
         deps.texts.msg(entry.lang, "evidence_received", count=len(entry.draft.evidence), limit=limit),

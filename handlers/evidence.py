@@ -1,6 +1,6 @@
 """Evidence received in a private chat: cleaned before anyone else sees it.
 
-One call per file (`take`), from every place that receives evidence: the citizen's
+One call per file (`accept`), from every place that receives evidence: the citizen's
 report, their additions and answers through the receipt code, and the office's /enter.
 
 - A file that can be cleaned is downloaded (getFile), rebuilt without metadata in a
@@ -106,6 +106,18 @@ async def warn(update: object, context: Context, lang: str, taken: Taken,
     token = taken.item.token
     rows = [[make("evidence_withdraw", f"wd:{token}"), make("evidence_keep", f"keep:{token}")]]
     await reply(update, context, deps.texts.msg(lang, "evidence_uncleanable", reason=taken.reason), rows)  # type: ignore[arg-type]
+
+
+async def accept(update: object, context: Context, lang: str, incoming: Incoming, number: int,
+                 make: Callable[[str, str], Button]) -> EvidenceItem | None:
+    """`take`, then `warn` if the file cannot be cleaned: the one call a flow makes for each
+    file. Returns the item to keep, or None (the person has been told why). The warning goes
+    out before the caller keeps the item; its buttons act only on a later update of the same
+    chat, which is handled after this one."""
+    taken = await take(update, context, lang, incoming, number)
+    if taken.item is not None and taken.reason is not None:
+        await warn(update, context, lang, taken, make)
+    return taken.item
 
 
 def withdraw(items: list[EvidenceItem], token: str) -> bool:
