@@ -4,7 +4,8 @@ The update journal keeps an update only until it is handled, sealed under a key 
 destroyed soon after; still, it keeps no more than the handlers read. Kept: ids (update,
 message, chat, sender: to answer and to look staff up), the chat's type (and a group's
 title, which binding a team's group records), the text and its command entities, the file
-ids of media, a callback query's id, data and message (with the bot's own buttons), and a
+ids of media (with their type, size and file name extension: evidence is judged by
+them), a callback query's id, data and message (with the bot's own buttons), and a
 bot's membership changes. Dropped: names, usernames, phone numbers, locations, forwards,
 replies, captions' formatting and everything else. A sender's language becomes the one
 tipline would pick from it ("en" or "zh"), and a name is kept only on `/join` (staff
@@ -18,7 +19,7 @@ from typing import Any
 MEDIA = ("photo", "video", "voice", "audio", "document")
 # Kinds the citizens' handlers refuse by name: kept as an empty shell of the same kind.
 SHELLS = ("sticker", "location", "venue", "contact", "poll", "dice", "game", "video_note", "animation", "story")
-FILE_FIELDS = ("file_id", "file_unique_id", "width", "height", "duration", "length")
+FILE_FIELDS = ("file_id", "file_unique_id", "width", "height", "duration", "length", "mime_type", "file_size")
 
 
 def _language(code: object) -> str | None:
@@ -52,7 +53,12 @@ def _chat(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _file(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: data[k] for k in FILE_FIELDS if k in data}
+    kept = {k: data[k] for k in FILE_FIELDS if k in data}
+    name = data.get("file_name")
+    if isinstance(name, str):  # the kind of file is judged by its extension; the name is not kept
+        ext = name.rsplit(".", 1)[-1] if "." in name else ""
+        kept["file_name"] = f"file.{ext}" if ext.isalnum() and len(ext) <= 10 else "file"
+    return kept
 
 
 def _shell(value: Any) -> Any:

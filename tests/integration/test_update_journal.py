@@ -154,7 +154,9 @@ def sqlite_files(engine: Engine) -> list[Path]:
 # --- what is journaled ------------------------------------------------------------------------
 def test_the_journal_seals_only_what_handlers_need(poller: DurablePoller, deps: Deps, engine: Engine) -> None:
     contact = {"phone_number": PHONE, "first_name": FIRST_NAME, "user_id": CHAT_ID}
-    fresh = poller.journal([update(100, "report SECRETWORD"), update(101, "", contact=contact),
+    document = {"file_id": "F1", "file_unique_id": "U1", "file_name": f"{FIRST_NAME} statement.docx",
+                "mime_type": "application/msword", "file_size": 1234}
+    fresh = poller.journal([update(100, "report SECRETWORD", document=document), update(101, "", contact=contact),
                             update(102, "/join ABCDEF", entities=[{"type": "bot_command", "offset": 0, "length": 5}])])
     assert [e.update_id for e in fresh] == [100, 101, 102]
     assert offset(deps) == "103"
@@ -167,6 +169,8 @@ def test_the_journal_seals_only_what_handlers_need(poller: DurablePoller, deps: 
     replay = Update.de_json(json.loads(opened[100]), None)
     assert replay.message.text == "report SECRETWORD" and replay.effective_chat.id == CHAT_ID
     assert replay.effective_user.language_code == "en"  # the language tipline picks, no more
+    doc = replay.message.document  # what evidence is judged by, without the file's name
+    assert (doc.file_id, doc.file_name, doc.mime_type, doc.file_size) == ("F1", "file.docx", "application/msword", 1234)
     assert Update.de_json(json.loads(opened[101]), None).message.contact is not None  # refused by kind
     # staff joining are named (they are not anonymous); nobody else is
     joined = Update.de_json(json.loads(poller.keys.open(stored[102].payload_enc)), None)
