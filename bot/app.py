@@ -41,7 +41,7 @@ from bot.sender import OutboxSender
 from bot.texts import Texts
 from bot import jobs
 from bot.services import broadcast, schedule
-from handlers import citizen, entry, errors, officials, staff, workflow
+from handlers import citizen, entry, errors, officials, staff, staff_admin, workflow
 from handlers.common import BotData, Context, reply
 from storage.db import make_engine, make_sessions, upgrade
 
@@ -139,6 +139,8 @@ def register_handlers(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     # -1 and 0: office staff entering phone and mail tips, before the citizens' handlers.
     entry.register(app)
     app.add_handler(CommandHandler("join", staff.join))
+    app.add_handler(CommandHandler("staff", staff_admin.staff_command))
+    app.add_handler(CallbackQueryHandler(staff_admin.on_staff_button, pattern=r"^sf:"))
     app.add_handler(CommandHandler("settings", officials.settings))
     app.add_handler(CommandHandler("unsubscribe", officials.unsubscribe))
     app.add_handler(CommandHandler("bulletins", officials.list_bulletins))
