@@ -49,17 +49,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
     require_secrets(config)  # before logging is set up: a plain message, at once
     logs.configure(config.logging.level)
-    asyncio.run(serve(config))
+    asyncio.run(serve(config))  # StartupError: one line and its exit status (main)
     return 0
 
 
 def _open_db(config: Config):  # type: ignore[no-untyped-def]
     from bot.app import build_deps
-    from storage.db import upgrade
+    from bot.startup import open_database
 
     require_storage_secrets(config)
-    deps, engine = build_deps(config)
-    upgrade(engine)
+    engine = open_database(config)  # StartupError (one line, exit status 3) if it cannot
+    deps, _ = build_deps(config, engine=engine)
     return deps
 
 
@@ -255,11 +255,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from bot.startup import StartupError
+
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except StartupError as exc:
+        print(f"tipline: {exc}", file=sys.stderr)
+        return exc.status
     except ConfigError as exc:
-        print(f"tipline: configuration error:\n{exc}", file=sys.stderr)
+        print(f"tipline: configuration error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
