@@ -265,7 +265,7 @@ class HealthConfig(_Model):
     # The operator's HTTP endpoint: /healthz and /metrics (bot/health.py). Off by default.
     enabled: bool = False
     listen: str = "127.0.0.1"
-    port: int = Field(default=9387, ge=1, le=65535)
+    port: int = Field(default=9387, ge=0, le=65535)
     receive_stale_seconds: float = Field(default=120.0, gt=0, le=86400)
     sender_stale_seconds: float = Field(default=60.0, gt=0, le=86400)
     outbox_stuck_seconds: float = Field(default=900.0, gt=0, le=7 * 86400)

@@ -7,7 +7,7 @@ not for the internet.
 /healthz answers 200 when every check passes, else 503, with a JSON body naming each
 check: updates are being received (the poller's loop is running and fetched recently),
 the outbox sender is running and went round recently, the database answers, the oldest
-unsent message that is due is not older than `health.outbox_stuck_seconds`, and the
+unsent message is not older than `health.outbox_stuck_seconds`, and the
 scheduler ticked recently (with the time of the last scheduled run). /metrics is
 Prometheus' text format (bot/metrics.py).
 """
@@ -42,8 +42,9 @@ class Check:
 
 def _loop_check(name: str, stale_after: float) -> Check:
     s = liveness.status(name)
-    ok = s.running and s.age is not None and s.age <= stale_after
-    return Check(ok, {"running": s.running, "seconds_since_last_beat": None if s.age is None else round(s.age, 1),
+    running = s.running or not s.watched  # a loop without a task of its own (the JobQueue): its beats say it
+    ok = running and s.age is not None and s.age <= stale_after
+    return Check(ok, {"running": running, "seconds_since_last_beat": None if s.age is None else round(s.age, 1),
                       "stale_after_seconds": stale_after})
 
 
@@ -56,13 +57,13 @@ def _database_checks(deps: Deps) -> tuple[Check, Check, Check]:
     now = deps.clock.now()
     with deps.sessions.begin() as session:
         session.execute(text("SELECT 1"))
-        oldest = session.scalar(select(func.min(OutboxMessage.next_attempt_at))
+        oldest = session.scalar(select(func.min(OutboxMessage.created_at))
                                 .where(OutboxMessage.status.in_(("pending", "sending"))))
         last_run = session.scalar(select(func.max(ScheduledRun.ran_at)))
     oldest = metrics._aware(oldest)
     late = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
     outbox = Check(late <= cfg.outbox_stuck_seconds,
-                   {"oldest_due_unsent_seconds": round(late, 1), "stuck_after_seconds": cfg.outbox_stuck_seconds})
+                   {"oldest_unsent_seconds": round(late, 1), "stuck_after_seconds": cfg.outbox_stuck_seconds})
     last_run = metrics._aware(last_run)
     return Check(True, {}), outbox, Check(True, {"last_run": last_run.isoformat() if last_run else None})
 
@@ -81,9 +82,8 @@ async def checks(deps: Deps) -> dict[str, Check]:
             Check(False, {"error": "database"})
     result["database"] = db
     result["outbox"] = outbox
-    if deps.config.scheduler.enabled:
-        tick = _loop_check(SCHEDULER, cfg.scheduler_stale_seconds)
-        result[SCHEDULER] = Check(tick.ok and last_run.ok, {**tick.detail, **last_run.detail})
+    tick = _loop_check(SCHEDULER, cfg.scheduler_stale_seconds)
+    result[SCHEDULER] = Check(tick.ok and last_run.ok, {**tick.detail, **last_run.detail})
     return result
 
 
