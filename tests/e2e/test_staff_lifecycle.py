@@ -82,8 +82,10 @@ async def test_deactivation_gives_up_what_is_queued_and_ends_a_guided_flow(harne
     await h.alert_for(answers)
     card = await srv.wait_for(lambda: "询问举报人" in str(srv.message(LEAD_A, card["message_id"])["reply_markup"])
                               and srv.message(LEAD_A, card["message_id"]))
+    answers = len(srv.callback_answers)
     await h.press(lead, card, "录入结果")  # the guided flow begins
     choice = await h.expect(LEAD_A, "的办理结果")
+    await h.alert_for(answers)  # that press is answered
 
     # Deactivated from the shell (another process in real life: only the database changes,
     # so the flow this process keeps in memory is not touched: the check at its next step is).
