@@ -54,7 +54,8 @@ def member_view(deps: Deps, lang: str, s: Staff, note: str = "") -> tuple[str, l
         rows.append([_b(deps, lang, "staff_deactivate", f"d:{s.id}")])
     else:
         rows.append([_b(deps, lang, "staff_reactivate", f"r:{s.id}")])
-    roles = [r for r in staff_admin.SETTABLE_ROLES if r != s.role and not (r != "office" and s.team_number is None)]
+    roles = [] if s.role == "official" else [
+        r for r in staff_admin.SETTABLE_ROLES if r != s.role and not (r != "office" and s.team_number is None)]
     if roles:
         rows.append([_b(deps, lang, "staff_set_role", f"o:{s.id}:{r}", role=r) for r in roles])
     if s.role in staff_admin.TEAM_ROLES:
@@ -125,7 +126,7 @@ async def on_staff_button(update: Update, context: Context) -> None:
                 await _answer(query, deps.texts.msg(lang, "button_invalid"), alert=True)
                 return
             target = session.get(Staff, number)
-            if target is None or target.role == "official":
+            if target is None:
                 await _answer(query, deps.texts.msg(lang, "button_invalid"), alert=True)
                 return
             if result is not None:

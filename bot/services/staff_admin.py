@@ -58,8 +58,9 @@ class ChangeResult:
 
 
 def members(session: Session, *, include_inactive: bool = True) -> list[Staff]:
-    """Team staff and the office (officials are managed with /settings and /unsubscribe)."""
-    query = select(Staff).where(Staff.role != "official")
+    """Team staff, the office and officials (an official can be deactivated and reactivated;
+    what they receive they choose themselves with /settings)."""
+    query = select(Staff)
     if not include_inactive:
         query = query.where(Staff.active.is_(True))
     return list(session.scalars(query.order_by(Staff.team_number.is_(None), Staff.team_number, Staff.role,
@@ -85,7 +86,7 @@ def _self(actor: Actor, staff: Staff) -> bool:
 
 def deactivate(session: Session, deps: Deps, staff_id: int, actor: Actor, now: datetime) -> ChangeResult:
     staff = _get(session, staff_id)
-    if staff is None or staff.role == "official":
+    if staff is None:
         return ChangeResult(Change.NO_STAFF)
     if _self(actor, staff):
         return ChangeResult(Change.NOT_ALLOWED, staff, "an office member cannot deactivate themselves")
@@ -106,7 +107,7 @@ def deactivate(session: Session, deps: Deps, staff_id: int, actor: Actor, now: d
 
 def reactivate(session: Session, deps: Deps, staff_id: int, actor: Actor, now: datetime) -> ChangeResult:
     staff = _get(session, staff_id)
-    if staff is None or staff.role == "official":
+    if staff is None:
         return ChangeResult(Change.NO_STAFF)
     if staff.active:
         return ChangeResult(Change.UNCHANGED, staff)
@@ -120,8 +121,10 @@ def set_role(session: Session, deps: Deps, staff_id: int, role: str, actor: Acto
              team: int | None = None) -> ChangeResult:
     """lead | member (with a team: the current one unless `team` is given) | office (no team)."""
     staff = _get(session, staff_id)
-    if staff is None or staff.role == "official":
+    if staff is None:
         return ChangeResult(Change.NO_STAFF)
+    if staff.role == "official":
+        return ChangeResult(Change.NOT_ALLOWED, staff, "an official's role is not changed (invite them anew)")
     if role not in SETTABLE_ROLES:
         return ChangeResult(Change.NOT_ALLOWED, staff, f"role must be one of {', '.join(SETTABLE_ROLES)}")
     if _self(actor, staff):
@@ -142,7 +145,7 @@ def set_role(session: Session, deps: Deps, staff_id: int, role: str, actor: Acto
 
 def move(session: Session, deps: Deps, staff_id: int, team: int, actor: Actor, now: datetime) -> ChangeResult:
     staff = _get(session, staff_id)
-    if staff is None or staff.role == "official":
+    if staff is None:
         return ChangeResult(Change.NO_STAFF)
     if staff.role not in TEAM_ROLES:
         return ChangeResult(Change.NOT_ALLOWED, staff, "only leads and members belong to a team")
