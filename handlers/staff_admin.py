@@ -132,7 +132,7 @@ async def on_staff_button(update: Update, context: Context) -> None:
             if result is not None:
                 changed = result.status is Change.DONE and (result.redelivered > 0)
                 alert = deps.texts.msg(lang, f"staff_change_{result.status.value}", name=target.display_name,
-                                       reason=result.message)
+                                       reason=result.reason)
             view = teams_view(deps, lang, target) if action == "m" else member_view(deps, lang, target)
     if changed:
         deps.nudge_sender()

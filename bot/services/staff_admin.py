@@ -53,6 +53,7 @@ class ChangeResult:
     status: Change
     staff: Staff | None = None
     message: str = ""
+    reason: str = ""  # NOT_ALLOWED: self | official | role | needs_team | no_team | not_team_role
     cancelled: int = 0  # queued messages given up (deactivation)
     redelivered: int = 0  # waiting cards sent to a new lead
 
@@ -89,7 +90,7 @@ def deactivate(session: Session, deps: Deps, staff_id: int, actor: Actor, now: d
     if staff is None:
         return ChangeResult(Change.NO_STAFF)
     if _self(actor, staff):
-        return ChangeResult(Change.NOT_ALLOWED, staff, "an office member cannot deactivate themselves")
+        return ChangeResult(Change.NOT_ALLOWED, staff, "an office member cannot deactivate themselves", reason="self")
     if not staff.active:
         return ChangeResult(Change.UNCHANGED, staff)
     staff.active = False
@@ -124,17 +125,17 @@ def set_role(session: Session, deps: Deps, staff_id: int, role: str, actor: Acto
     if staff is None:
         return ChangeResult(Change.NO_STAFF)
     if staff.role == "official":
-        return ChangeResult(Change.NOT_ALLOWED, staff, "an official's role is not changed (invite them anew)")
+        return ChangeResult(Change.NOT_ALLOWED, staff, "an official's role is not changed (invite them anew)", reason="official")
     if role not in SETTABLE_ROLES:
-        return ChangeResult(Change.NOT_ALLOWED, staff, f"role must be one of {', '.join(SETTABLE_ROLES)}")
+        return ChangeResult(Change.NOT_ALLOWED, staff, f"role must be one of {', '.join(SETTABLE_ROLES)}", reason="role")
     if _self(actor, staff):
-        return ChangeResult(Change.NOT_ALLOWED, staff, "an office member cannot change their own role")
+        return ChangeResult(Change.NOT_ALLOWED, staff, "an office member cannot change their own role", reason="self")
     new_team = None if role == "office" else (team if team is not None else staff.team_number)
     if role in TEAM_ROLES:
         if new_team is None:
-            return ChangeResult(Change.NOT_ALLOWED, staff, f"a {role} needs a team (--team N)")
+            return ChangeResult(Change.NOT_ALLOWED, staff, f"a {role} needs a team (--team N)", reason="needs_team")
         if deps.config.team(new_team) is None:
-            return ChangeResult(Change.NOT_ALLOWED, staff, f"no team {new_team} in [[teams]]")
+            return ChangeResult(Change.NOT_ALLOWED, staff, f"no team {new_team} in [[teams]]", reason="no_team")
     if staff.role == role and staff.team_number == new_team:
         return ChangeResult(Change.UNCHANGED, staff)
     before = describe(staff)
@@ -148,9 +149,9 @@ def move(session: Session, deps: Deps, staff_id: int, team: int, actor: Actor, n
     if staff is None:
         return ChangeResult(Change.NO_STAFF)
     if staff.role not in TEAM_ROLES:
-        return ChangeResult(Change.NOT_ALLOWED, staff, "only leads and members belong to a team")
+        return ChangeResult(Change.NOT_ALLOWED, staff, "only leads and members belong to a team", reason="not_team_role")
     if deps.config.team(team) is None:
-        return ChangeResult(Change.NOT_ALLOWED, staff, f"no team {team} in [[teams]]")
+        return ChangeResult(Change.NOT_ALLOWED, staff, f"no team {team} in [[teams]]", reason="no_team")
     if staff.team_number == team:
         return ChangeResult(Change.UNCHANGED, staff)
     before = describe(staff)

@@ -47,6 +47,20 @@ async def test_removed_lead_is_refused_on_an_old_card_and_gets_no_new_card(harne
     await h.press(office, page, "停用")
     done = await h.alert_for(answers)
     assert "已完成" in done["text"]
+    # Back to the list; an office member cannot deactivate themselves.
+    answers = len(srv.callback_answers)
+    await h.press(office, page, "返回")
+    await h.alert_for(answers)
+
+    def text_now() -> str:
+        return (srv.message(OFFICE, listing["message_id"]) or {}).get("text", "")
+
+    await srv.wait_for(lambda: "工作人员" in text_now(), 5.0, message="the list again")
+    await h.press(office, listing, "Office Qian")
+    await srv.wait_for(lambda: text_now().startswith("Office Qian"), 5.0, message="the office member's own page")
+    answers = len(srv.callback_answers)
+    await h.press(office, listing, "停用")
+    assert "不能对自己" in (await h.alert_for(answers))["text"]
 
     # Lead A presses Acknowledge on the card sent before: refused, nothing changes.
     answers = len(srv.callback_answers)
