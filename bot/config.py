@@ -320,6 +320,10 @@ class Config(_Model):
                 raise _KeyedError(f"{where}.unit", f"unit {rule.unit!r} is not in [[units]]")
             if rule.category is None and rule.unit is None and rule.unit_kind is None:
                 raise _KeyedError(where, "a rule needs at least one of category, unit, unit_kind")
+        if self.health.receive_stale_seconds <= self.telegram.poll_timeout_seconds:
+            raise _KeyedError("health.receive_stale_seconds",
+                              f"must be more than telegram.poll_timeout_seconds ({self.telegram.poll_timeout_seconds}): "
+                              "a quiet long poll is not a stalled one")
         for i, override in enumerate(self.deadlines.overrides):
             if override.category not in categories:
                 raise _KeyedError(f"deadlines.overrides[{i}].category",

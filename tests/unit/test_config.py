@@ -173,3 +173,8 @@ def test_environment_errors_name_the_variable() -> None:
         parse_config(example_data(), env={"TIPLINE_TELEGRAM_BASEURL": "http://x"})
     with pytest.raises(ConfigError, match=r"^TIPLINE_HEALTH_PORT \(health.port\): "):
         parse_config(example_data(), env={"TIPLINE_HEALTH_PORT": "many"})
+
+
+def test_health_staleness_must_exceed_the_long_poll() -> None:
+    with pytest.raises(ConfigError, match=r"health.receive_stale_seconds: must be more than"):
+        parse_config(example_data(), env={"TIPLINE_HEALTH_RECEIVE_STALE_SECONDS": "30"})
