@@ -43,6 +43,7 @@ def list_view(deps: Deps, lang: str, people: list[Staff], page: int) -> tuple[st
         nav.append(_b(deps, lang, "staff_next", f"p:{page + 1}"))
     if nav:
         rows.append(nav)
+    rows.append([_b(deps, lang, "staff_invites", "i:0")])
     text = deps.texts.msg(lang, "staff_list", active=sum(s.active for s in people),
                           inactive=sum(not s.active for s in people), page=page + 1, pages=pages)
     return text, rows
@@ -64,6 +65,16 @@ def member_view(deps: Deps, lang: str, s: Staff, note: str = "") -> tuple[str, l
     text = deps.texts.msg(lang, "staff_member", name=s.display_name, id=s.id, role=s.role, team=s.team_number,
                           active=s.active, joined=deps.texts.local_time(s.joined_at), note=note)
     return text, rows
+
+
+def invites_view(deps: Deps, lang: str, invites: list[staff_admin.InviteRow]) -> tuple[str, list[list[Button]]]:
+    """Open invite codes (the codes are not stored: by number and what they do), each with Revoke."""
+    rows = [[_b(deps, lang, "staff_revoke_invite", f"x:{i.id}", id=i.id, kind=i.kind, role=i.role or "",
+                team=i.team_number)] for i in invites[:20]]
+    rows.append([_b(deps, lang, "staff_back", "p:0")])
+    lines = [deps.texts.msg(lang, "staff_invite_line", id=i.id, kind=i.kind, role=i.role or "", team=i.team_number,
+                            expires=deps.texts.local_time(i.expires_at)) for i in invites]
+    return deps.texts.msg(lang, "staff_invites", count=len(invites), lines=lines), rows
 
 
 def teams_view(deps: Deps, lang: str, s: Staff) -> tuple[str, list[list[Button]]]:
@@ -112,6 +123,12 @@ async def on_staff_button(update: Update, context: Context) -> None:
         actor = Actor(me.id)
         if action == "p":
             view = list_view(deps, lang, staff_admin.members(session), number)
+        elif action in ("i", "x"):
+            if action == "x":
+                revoked = staff_admin.revoke_invite(session, deps, str(number), actor, now)
+                alert = deps.texts.msg(lang, "staff_invite_revoked" if revoked.status is Change.DONE
+                                       else "staff_invite_not_open", id=number)
+            view = invites_view(deps, lang, staff_admin.list_invites(session, now))
         else:
             result: staff_admin.ChangeResult | None = None
             if action == "d":

@@ -62,6 +62,22 @@ async def test_removed_lead_is_refused_on_an_old_card_and_gets_no_new_card(harne
     await h.press(office, listing, "停用")
     assert "不能对自己" in (await h.alert_for(answers))["text"]
 
+    # Invite codes from the bot: listed by number, revoked with a button.
+    lost_code = h.invite(role="member", team=2)
+    answers = len(srv.callback_answers)
+    await h.press(office, listing, "返回")
+    await h.alert_for(answers)
+    await srv.wait_for(lambda: "工作人员" in text_now(), 5.0, message="the list again")
+    await h.press(office, listing, "邀请码")
+    await srv.wait_for(lambda: "未使用的邀请码" in text_now(), 5.0, message="the invite codes")
+    assert "组员，2组" in text_now() and lost_code not in text_now()
+    answers = len(srv.callback_answers)
+    await h.press(office, listing, "作废 #")
+    assert "已作废" in (await h.alert_for(answers))["text"]
+    mark = h.mark(LEAD_B + 1)
+    srv.push_message(srv.user(LEAD_B + 1, "Finder"), f"/join {lost_code}")
+    await h.expect(LEAD_B + 1, "无效", after=mark)
+
     # Lead A presses Acknowledge on the card sent before: refused, nothing changes.
     answers = len(srv.callback_answers)
     h.server.press(lead_a, old_card, "签收")
