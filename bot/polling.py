@@ -43,6 +43,7 @@ from telegram import Update
 from telegram.error import Conflict, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application
 
+from bot import liveness, metrics
 from bot.deps import Deps, make_ephemeral_keys
 from bot.minimal import chat_of, minimal_update
 from bot.ratelimit import retry_after_seconds
@@ -350,6 +351,7 @@ class DurablePoller:
         try:
             update = Update.de_json(entry.data, self.app.bot)
             await self.app.process_update(update)
+            metrics.UPDATES_HANDLED.inc()
         except Exception as exc:  # noqa: BLE001 - PTB gives handler errors to the error handler; this is the rest
             log.error("journal entry %s could not be handled (%s)", entry.update_id, type(exc).__name__)
             return True
@@ -471,6 +473,7 @@ class DurablePoller:
                 self._tlog("network", logging.WARNING, "getUpdates failed (%s): retrying", type(exc).__name__)
                 await self._sleep(backoff.next_delay())
                 continue
+            liveness.beat("receiver")
             if backoff.attempts:
                 self._tlog.recovered("network", "getUpdates works again")
             # (409s alternate with successes while two pollers overlap: their line stays once a minute)
