@@ -92,6 +92,21 @@ def test_without_a_token_scripts_run_prints_the_url_and_serves_the_playground(tm
         with urllib.request.urlopen(address + "api/state", timeout=10) as response:
             state = json.loads(response.read())
         assert [p["kind"] for p in state["panes"]] == ["citizen", "group", "lead", "office", "official"]
+        # more citizens and teams from the page; a new team's lead and group join with invite codes
+        for what in ("citizen", "team"):
+            request = urllib.request.Request(address + "api/add", data=json.dumps({"what": what}).encode(),
+                                             headers={"Content-Type": "application/json"}, method="POST")
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert json.loads(response.read())["ok"]
+
+        def team_two_bound() -> bool:
+            with urllib.request.urlopen(address + "api/state", timeout=10) as response:
+                panes = {p["key"]: p for p in json.loads(response.read())["panes"]}
+            assert "citizen-2" in panes and "lead-2" in panes
+            group = panes.get("group-2") or {"messages": []}
+            return any(m["from_bot"] and "第二督查组" in m["html"] for m in group["messages"])
+
+        wait(team_two_bound, "team 2's group bound through /join", lines)
     finally:
         code = stop(proc)
     assert code == 0, "".join(lines)
