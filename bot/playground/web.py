@@ -43,8 +43,26 @@ def _lang(request: web.Request, playground: Playground) -> str:
     return lang if lang in LANGUAGES else LANGUAGES[0]
 
 
+_CSP = ("default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+
 async def start_web(playground: Playground, port: int) -> tuple[web.AppRunner, int]:
-    app = web.Application(client_max_size=12 * 1024 * 1024)
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        # Only this machine's browser: other sites can neither post here (a custom header
+        # forces a CORS preflight, which is never granted) nor reach it by DNS rebinding.
+        host = (request.host or "").rsplit(":", 1)[0]
+        if host not in ("127.0.0.1", "localhost"):
+            raise web.HTTPForbidden()
+        if request.method == "POST" and request.headers.get("X-Playground") != "1":
+            raise web.HTTPForbidden()
+        response = await handler(request)
+        response.headers.setdefault("Content-Security-Policy", _CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    app = web.Application(client_max_size=12 * 1024 * 1024, middlewares=[guard])
     routes = web.RouteTableDef()
 
     @routes.get("/")
@@ -145,7 +163,7 @@ async def start_web(playground: Playground, port: int) -> tuple[web.AppRunner, i
             raise web.HTTPNotFound()
         data, mime, name = found
         headers = {"Content-Disposition": "inline" + (f"; filename*=UTF-8''{_quote(name)}" if name else ""),
-                   "X-Content-Type-Options": "nosniff"}
+                   "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self'"}
         if mime in ("text/html", "image/svg+xml", "application/xhtml+xml"):
             mime = "application/octet-stream"
         return web.Response(body=data, content_type=mime, headers=headers)

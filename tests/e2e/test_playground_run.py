@@ -11,6 +11,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -92,10 +93,19 @@ def test_without_a_token_scripts_run_prints_the_url_and_serves_the_playground(tm
         with urllib.request.urlopen(address + "api/state", timeout=10) as response:
             state = json.loads(response.read())
         assert [p["kind"] for p in state["panes"]] == ["citizen", "group", "lead", "office", "official"]
+        # a post from another site (no custom header: no CORS preflight) is refused
+        forged = urllib.request.Request(address + "api/add", data=b"what=citizen", method="POST",
+                                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+        try:
+            urllib.request.urlopen(forged, timeout=10)
+            raise AssertionError("a post without the playground's header was accepted")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 403
         # more citizens and teams from the page; a new team's lead and group join with invite codes
         for what in ("citizen", "team"):
             request = urllib.request.Request(address + "api/add", data=json.dumps({"what": what}).encode(),
-                                             headers={"Content-Type": "application/json"}, method="POST")
+                                             headers={"Content-Type": "application/json", "X-Playground": "1"},
+                                             method="POST")
             with urllib.request.urlopen(request, timeout=10) as response:
                 assert json.loads(response.read())["ok"]
 

@@ -25,8 +25,9 @@
   async function post(url, body, form) {
     statusLine.textContent = "";
     try {
-      const res = await fetch(url, form ? {method: "POST", body: form}
-        : {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+      const res = await fetch(url, form ? {method: "POST", headers: {"X-Playground": "1"}, body: form}
+        : {method: "POST", headers: {"Content-Type": "application/json", "X-Playground": "1"},
+           body: JSON.stringify(body)});
       const data = await res.json();
       if (!data.ok) statusLine.textContent = fill(T.pg_failed, {error: data.error || res.status});
       return data;
