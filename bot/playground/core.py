@@ -82,6 +82,8 @@ class Playground:
         self.clock.offset = timedelta(seconds=float(self.state.get("offset_seconds", 0)))
         self.server = FakeBotAPI(TOKEN, bot_username="tipline_playground_bot", bot_first_name="tipline",
                                  burst_tolerance=0.1)
+        # people's photos and the bot's documents are shown on the page: keep their bytes
+        self.server._files.KEEP_CONTENT_BYTES = MAX_UPLOAD_BYTES
         self.runtime: Runtime | None = None
         self.config: Config | None = None
         self.panes: list[Pane] = []
@@ -308,18 +310,10 @@ class Playground:
         photo = (mime or "").startswith("image/") and (mime or "") != "image/svg+xml"
         caption = (caption or "").strip()[:1024] or None
         if photo:
-            update = self.server.push_message(uid, chat=chat, photo=True, caption=caption)
-            file_id = update["message"]["photo"][-1]["file_id"]
+            update = self.server.push_message(uid, chat=chat, photo=True, caption=caption, content=data)
         else:
-            update = self.server.push_message(uid, chat=chat, document=(name or "file")[:200], caption=caption)
-            file_id = update["message"]["document"]["file_id"]
-        with self.server._lock:  # the user's bytes, for the bot's getFile and for the page
-            stored = self.server._files.get(file_id)
-            if stored is not None:
-                stored.content = data
-                stored.file_size = len(data)
-                if mime and not photo:
-                    stored.mime_type = mime
+            update = self.server.push_message(uid, chat=chat, document=(name or "file")[:200], caption=caption,
+                                              content=data, mime_type=mime or None)
         self._stamp(update["message"])
         self.touch()
 
