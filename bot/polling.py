@@ -113,6 +113,7 @@ class DurablePoller:
     def _hold_owner_lock(self) -> None:
         if self._owner_fd is not None:
             return
+        self.keys.ensure_directory()
         fd = os.open(self._owner_file(self.owner), os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._owner_fd = fd
@@ -127,6 +128,8 @@ class DurablePoller:
             self._owner_fd = None
 
     def _clear_dead_owner_files(self) -> None:
+        if not self.keys.directory.is_dir():
+            return
         for path in self.keys.directory.glob("owner-*.lock"):
             owner = path.name[len("owner-"):-len(".lock")]
             if owner in self._dead_owners({owner}):

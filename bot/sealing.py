@@ -65,10 +65,10 @@ class EphemeralKeys:
         self._lock = threading.Lock()
         self._fernets: dict[str, Fernet] = {}
         self._current: tuple[datetime, str] | None = None  # (period start, key id)
-        self._ensure_directory()
 
     # the directory ----------------------------------------------------------------------
-    def _ensure_directory(self) -> None:
+    def ensure_directory(self) -> None:
+        """Create the directory (0700) on first use; a process that never seals makes none."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         mode = stat.S_IMODE(self.directory.stat().st_mode)
         if mode & 0o077:
@@ -88,6 +88,8 @@ class EphemeralKeys:
 
     def key_ids(self) -> list[str]:
         """The keys on disk, oldest period first."""
+        if not self.directory.is_dir():
+            return []
         return sorted(p.name[: -len(KEY_SUFFIX)] for p in self.directory.glob(f"*{KEY_SUFFIX}"))
 
     # periods ----------------------------------------------------------------------------
@@ -102,6 +104,7 @@ class EphemeralKeys:
         with self._lock:
             if self._current is not None and self._current[0] == start:
                 return self._current[1]
+            self.ensure_directory()
             key_id = f"{start:%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
             key = Fernet.generate_key()
             self._write_until(key_id, start + self.rotate)  # first: a key is never seen without its time
