@@ -7,6 +7,7 @@ after `ttl`; back-off counters for wrong codes live here too.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -14,6 +15,7 @@ from enum import StrEnum
 
 class Step(StrEnum):
     IDLE = "idle"
+    CHANNEL = "channel"  # the office's entry: phone or mail
     CATEGORY = "category"
     UNIT = "unit"
     UNIT_OTHER = "unit_other"
@@ -40,6 +42,7 @@ class Draft:
     unit_other: str | None = None
     place: str | None = None
     text: str | None = None
+    channel: str | None = None  # an office entry's phone | mail (a citizen's tip: None, "telegram")
     evidence: list[EvidenceItem] = field(default_factory=list)
     editing: bool = False  # after an edit, go back to the review
     notify: bool = False  # the tipster asked to be told of news
@@ -60,6 +63,7 @@ class ChatSession:
     addition_evidence: list[EvidenceItem] = field(default_factory=list)
     touched: datetime | None = None
     expired_notice: bool = False
+    pending_ack: asyncio.Task[None] | None = field(default=None, repr=False, compare=False)  # an album's answer
 
 
 @dataclass

@@ -23,7 +23,7 @@ from bot.domain.lifecycle import CaseAction, Outcome
 from bot.services import workflow
 from bot.services.outbox import Button
 from bot.services.workflow import Allowed, OutcomeInput, ReceiveStatus, Refused
-from handlers.citizen import evidence_of
+from handlers.intake import evidence_of
 from handlers.common import Context, checked_text, deps_of, keyboard, private, reply
 from storage.models import Tip
 
