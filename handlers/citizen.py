@@ -20,7 +20,7 @@ from bot.services import followup, intake, notify
 from bot.services import staff as staff_service
 from bot.services.outbox import Button
 from handlers import intake as flow
-from handlers.common import Context, deps_of, private, reply
+from handlers.common import Context, checked_text, deps_of, private, reply
 from handlers.intake import answer, drop_keyboard
 
 
@@ -191,15 +191,20 @@ async def on_message(update: Update, context: Context) -> None:
         else:
             await reply(update, context, deps.texts.msg(lang, "use_buttons"), menu_buttons(deps, lang))
     elif step is Step.ADD_INFO:
-        if len(text) > deps.config.intake.text_max_chars:
-            await reply(update, context, deps.texts.msg(lang, "too_long", limit=deps.config.intake.text_max_chars,
-                                                        length=len(text)))
+        value = await checked_text(update, context, lang, text, deps.config.intake.text_max_chars)
+        if value is None:
             return
-        s.addition_text.append(text)
+        s.addition_text.append(value)
         await ack_addition(update, context, s)
 
 
 async def add_to_addition(update: Update, context: Context, s: ChatSession, item: EvidenceItem) -> None:
+    deps = deps_of(context)
+    limit = deps.config.intake.max_evidence
+    if len(s.addition_evidence) >= limit:  # the same limit as a tip's: enforced, not only announced
+        await reply(update, context, deps.texts.msg(s.lang, "addition_full", limit=limit),
+                    [[b(deps, s.lang, "send_addition", "addsend")], [b(deps, s.lang, "cancel", "cancel")]])
+        return
     kept = await flow.accept_evidence(update, context, item)
     if kept is None:
         return

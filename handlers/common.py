@@ -14,6 +14,7 @@ from telegram.error import BadRequest, Forbidden, NetworkError
 from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.deps import Deps
+from bot.domain.text import normalise
 from bot.services.outbox import Button
 from bot.splitting import split_html
 
@@ -102,10 +103,11 @@ def unit_picker(deps: Deps, lang: str, page: int, make: Callable[..., Button]) -
 
 async def checked_text(update: Update, context: Context, lang: str, text: str, maximum: int, minimum: int = 1
                        ) -> str | None:
-    """The typed text, stripped, if its length is within bounds; else None, after telling
-    the person the limit (an overlong text is refused, never cut)."""
+    """The typed text, normalised (bot/domain/text.py: invisible characters removed, spaces
+    tidied), if its length is within bounds; else None, after telling the person why (an
+    overlong text is refused, never cut; a text of invisible characters is empty)."""
     deps = deps_of(context)
-    value = text.strip()
+    value = normalise(text)
     if not value:
         await reply(update, context, deps.texts.msg(lang, "empty_text"))
     elif len(value) > maximum:

@@ -20,6 +20,7 @@ from telegram import CallbackQuery, Message, Update
 from telegram.error import BadRequest
 
 from bot.deps import Deps
+from bot.domain.text import normalise_opt
 from bot.drafts import ChatSession, Draft, EvidenceItem, Step
 from bot.services.outbox import Button
 from handlers.common import Context, checked_text, deps_of, replace_keyboard, reply, unit_pages, unit_picker
@@ -68,7 +69,7 @@ class Channel:
 
 # --- evidence ----------------------------------------------------------------------------------
 def evidence_of(message: Message) -> EvidenceItem | None:
-    caption = message.caption
+    caption = normalise_opt(message.caption)
     if message.photo:
         return EvidenceItem("photo", message.photo[-1].file_id, caption)
     for kind in ("video", "voice", "audio", "document"):
