@@ -42,6 +42,7 @@ from bot.texts import Texts
 from bot import jobs
 from bot.services import broadcast, schedule
 from handlers import citizen, entry, errors, officials, staff, workflow
+from handlers import intake as intake_flow
 from handlers.common import BotData, Context, reply
 from storage.db import make_engine, make_sessions, upgrade
 
@@ -93,6 +94,9 @@ def build_application(deps: Deps) -> Application[Any, Any, Any, Any, Any, Any]:
     sweep = deps.config.deadlines.sweep_seconds
     app.job_queue.run_repeating(jobs.tick, interval=sweep, first=0.5, name="due-steps",
                                 job_kwargs={"misfire_grace_time": max(60, int(sweep * 4)), "coalesce": True})
+    # Receipt codes whose message failed are sent again until delivered (or given up).
+    app.job_queue.run_repeating(intake_flow.redeliver_receipts, interval=2, first=1, name="receipts",
+                                job_kwargs={"misfire_grace_time": 60, "coalesce": True})
     register_schedule(app, deps)
     return app
 

@@ -124,6 +124,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(f"tip #{tip.id}  {tip.channel}  received {texts.local_time(tip.created_at)}  "
               f"{tip.category} {texts.category_name(tip.category, lang)}  unit {tip.unit_key} {unit}  "
               f"team {tip.team_number} {texts.team_name(tip.team_number, lang)}  state {tip.state}")
+        if tip.receipt_undelivered:
+            print("receipt code: NOT delivered (the tipster never received a code for this tip)")
     print(f"audit trail (times in {cfg.campaign.timezone}):")
     width = max(_width(e.who) for e in entries)
     for e in entries:

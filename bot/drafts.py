@@ -8,6 +8,7 @@ after `ttl`; back-off counters for wrong codes live here too.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -46,6 +47,7 @@ class Draft:
     evidence: list[EvidenceItem] = field(default_factory=list)
     editing: bool = False  # after an edit, go back to the review
     notify: bool = False  # the tipster asked to be told of news
+    nonce: str = field(default_factory=lambda: secrets.token_urlsafe(9))  # on the Submit button
 
     def complete(self) -> bool:
         return None not in (self.category, self.unit, self.place, self.text)

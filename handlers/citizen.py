@@ -11,12 +11,13 @@ import asyncio
 import math
 from datetime import timedelta
 
+from sqlalchemy.orm import Session
 from telegram import Update
 
 from bot.deps import Deps
-from bot.domain.receipt import format_receipt, new_receipt_code, parse_receipt
+from bot.domain.receipt import parse_receipt
 from bot.drafts import Backoff, ChatSession, Draft, EvidenceItem, Flood, Step, backoff_wait
-from bot.services import followup, intake, notify
+from bot.services import followup, intake, notify, receipts
 from bot.services import staff as staff_service
 from bot.services.outbox import Button
 from handlers import intake as flow
@@ -215,6 +216,7 @@ async def add_to_addition(update: Update, context: Context, s: ChatSession, item
 # --- the intake flow, as the citizen's chat runs it ---------------------------------------------
 class CitizenChannel(flow.Channel):
     prefix = "c"
+    kind = "citizen"
 
     async def review(self, update: Update, context: Context, s: ChatSession, rows: list[list[Button]]) -> None:
         deps = deps_of(context)
@@ -224,23 +226,17 @@ class CitizenChannel(flow.Channel):
             rows.insert(1, [b(deps, s.lang, "notify_on" if s.draft.notify else "notify_off", "notify")])
         await reply(update, context, deps.texts.render(s.lang, "review", draft=s.draft, offer_notify=offer), rows)
 
-    async def submit(self, update: Update, context: Context, s: ChatSession, draft: Draft) -> None:
+    def store(self, session: Session, update: Update, context: Context, s: ChatSession, draft: Draft,
+              new: intake.NewTip, receipt_hash: str) -> tuple[int, int] | None:
         deps = deps_of(context)
-        code = new_receipt_code()
-        digest = await asyncio.to_thread(deps.keyring.receipt_hash, code)
-        new = intake.NewTip(
-            category=draft.category or "", unit=draft.unit or "", unit_other=draft.unit_other,
-            place=draft.place or "", text=draft.text or "", evidence=tuple(draft.evidence),
-        )
-        # Committed before the tipster hears of it: the receipt is shown only after this block.
-        with deps.sessions.begin() as session:
-            tip_id = intake.submit(session, deps, new, digest, deps.clock.now())
-            if draft.notify and update.effective_chat is not None:
-                notify.opt_in(session, deps, tip_id, update.effective_chat.id, deps.clock.now())
-        deps.nudge_sender()
-        await reply(update, context, deps.texts.render(s.lang, "receipt", code=format_receipt(code), tip_id=tip_id,
-                                                       notify=draft.notify),
-                    menu_buttons(deps, s.lang), protect=True)
+        tip_id = intake.submit(session, deps, new, receipt_hash, deps.clock.now())
+        if draft.notify and update.effective_chat is not None:
+            notify.opt_in(session, deps, tip_id, update.effective_chat.id, deps.clock.now())
+        return tip_id, 0
+
+    def receipt_message(self, deps: Deps, tip_id: int, receipt: receipts.Receipt) -> tuple[str, list[list[Button]]]:
+        text = deps.texts.render(receipt.lang, "receipt", code=receipt.code, tip_id=tip_id, notify=receipt.notify)
+        return text, menu_buttons(deps, receipt.lang)
 
     async def stale(self, update: Update, context: Context, s: ChatSession) -> None:
         await say_stale(update, context, s)
@@ -254,6 +250,7 @@ class CitizenChannel(flow.Channel):
 
 
 CITIZEN = CitizenChannel()
+flow.CHANNELS[CITIZEN.kind] = CITIZEN
 
 
 async def ack_addition(update: Update, context: Context, s: ChatSession) -> None:

@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Update
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Update
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError
 from telegram.ext import Application, CallbackContext, ExtBot
@@ -54,13 +54,26 @@ async def reply(
     chat = update.effective_chat
     if chat is None:
         return
+    await send(context.bot, chat.id, text, buttons, protect=protect)
+
+
+async def send(
+    bot: Bot,
+    chat_id: int,
+    text: str,
+    buttons: list[list[Button]] | None = None,
+    *,
+    protect: bool = False,
+) -> None:
+    """Send to a chat now (not through the outbox): long texts are split, buttons go with
+    the last part, network errors are retried a few times, then raised."""
     parts = split_html(text)
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
         for attempt in range(REPLY_ATTEMPTS):
             try:
-                await context.bot.send_message(
-                    chat_id=chat.id,
+                await bot.send_message(
+                    chat_id=chat_id,
                     text=part,
                     parse_mode=ParseMode.HTML,
                     reply_markup=keyboard(buttons) if last else None,

@@ -10,10 +10,10 @@ member's messages and /cancel come here rather than to the citizens' chat.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.orm import Session
 from telegram import Message, Update
 from telegram.ext import (
     Application,
@@ -25,10 +25,9 @@ from telegram.ext import (
 
 from bot.clock import Clock
 from bot.deps import Deps
-from bot.domain.receipt import format_receipt, new_receipt_code
 from bot.drafts import ChatSession, Draft
 from bot.services import entry as entry_service
-from bot.services import intake
+from bot.services import intake, receipts
 from bot.services.outbox import Button
 from handlers import intake as flow
 from handlers.common import Context, deps_of, private, reply
@@ -124,10 +123,11 @@ def _office_lang(deps: Deps, user_id: int) -> str | None:
 # --- the intake flow, as the office's entry runs it ----------------------------------------------
 class OfficeChannel(flow.Channel):
     prefix = "e"
+    kind = "office"
     fields = ("channel", "category", "unit", "place", "text", "evidence")
     messages = {name: f"entry_{name}" for name in (
         "choose_channel", "choose_category", "choose_unit", "ask_place", "ask_text", "ask_evidence",
-        "media_not_now")} | {"use_buttons_above": "entry_use_buttons", "unsupported_media": "entry_unsupported",
+        "media_not_now", "already_submitted")} | {"use_buttons_above": "entry_use_buttons", "unsupported_media": "entry_unsupported",
                              "evidence_expects_media": "entry_expects_media", "cancelled": "entry_cancelled"}
 
     def complete(self, s: ChatSession) -> bool:
@@ -144,30 +144,23 @@ class OfficeChannel(flow.Channel):
         assert update.effective_user is not None
         store_of(context).drop(update.effective_user.id)
 
-    async def submit(self, update: Update, context: Context, s: ChatSession, draft: Draft) -> None:
+    def store(self, session: Session, update: Update, context: Context, s: ChatSession, draft: Draft,
+              new: intake.NewTip, receipt_hash: str) -> tuple[int, int] | None:
         deps = deps_of(context)
-        user = update.effective_user
-        assert user is not None and draft.channel is not None
-        new = intake.NewTip(
-            category=draft.category or "", unit=draft.unit or "", unit_other=draft.unit_other,
-            place=draft.place or "", text=draft.text or "", evidence=tuple(draft.evidence), channel=draft.channel,
-        )
-        code = new_receipt_code()
-        digest = await asyncio.to_thread(deps.keyring.receipt_hash, code)
-        # Committed before the code is shown. The role is checked again: it may have been revoked.
-        with deps.sessions.begin() as session:
-            staff = entry_service.office_member(session, user.id)
-            if staff is None:
-                tip_id = None
-            else:
-                tip_id = entry_service.enter(session, deps, new, digest, deps.clock.now(), staff=staff, via="bot")
-                team = session.get(Tip, tip_id).team_number  # type: ignore[union-attr]
-        if tip_id is None:
-            await reply(update, context, deps.texts.msg(s.lang, "entry_refused"))
-            return
-        deps.nudge_sender()
-        await reply(update, context, deps.texts.msg(s.lang, "entry_receipt", code=format_receipt(code),
-                                                    tip_id=tip_id, channel=draft.channel, team=team), protect=True)
+        assert update.effective_user is not None
+        # The role is checked again: it may have been revoked while the entry was open.
+        staff = entry_service.office_member(session, update.effective_user.id)
+        if staff is None:
+            return None
+        tip_id = entry_service.enter(session, deps, new, receipt_hash, deps.clock.now(), staff=staff, via="bot")
+        return tip_id, session.get(Tip, tip_id).team_number  # type: ignore[union-attr]
+
+    async def refused(self, update: Update, context: Context, s: ChatSession) -> None:
+        await reply(update, context, deps_of(context).texts.msg(s.lang, "entry_refused"))
+
+    def receipt_message(self, deps: Deps, tip_id: int, receipt: receipts.Receipt) -> tuple[str, list[list[Button]]]:
+        return deps.texts.msg(receipt.lang, "entry_receipt", code=receipt.code, tip_id=tip_id,
+                              channel=receipt.channel, team=receipt.team), []
 
     async def stale(self, update: Update, context: Context, s: ChatSession) -> None:
         deps = deps_of(context)
@@ -182,6 +175,7 @@ class OfficeChannel(flow.Channel):
 
 
 OFFICE = OfficeChannel()
+flow.CHANNELS[OFFICE.kind] = OFFICE
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -247,13 +241,17 @@ async def on_button(update: Update, context: Context) -> None:
         await answer(query, deps.texts.msg(lang, "button_invalid"), alert=True)
         return
     await answer(query)
+    action, _, arg = payload[2:].partition(":")
     entry, expired = await _current(update, context)
     if entry is None:
+        if action == "submit" and arg and update.effective_user is not None:  # pressed again, or after a crash
+            member = ChatSession(lang=_office_lang(deps, update.effective_user.id) or lang)
+            if await flow.already_submitted(update, context, OFFICE, member, arg):
+                return
         await drop_keyboard(update)
         if not expired:
             await reply(update, context, deps.texts.msg(lang, "entry_stale"))
         return
-    action, _, arg = payload[2:].partition(":")
     handler = flow.BUTTONS.get(action)
     if handler is None:
         await reply(update, context, deps.texts.msg(entry.lang, "button_invalid"))

@@ -14,16 +14,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 
-from telegram import CallbackQuery, Message, Update
-from telegram.error import BadRequest
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from telegram import Bot, CallbackQuery, Message, Update
+from telegram.error import BadRequest, Forbidden, TelegramError
 
 from bot.deps import Deps
+from bot.domain.receipt import format_receipt, new_receipt_code
 from bot.domain.text import normalise_opt
 from bot.drafts import ChatSession, Draft, EvidenceItem, Step
+from bot.services import intake, receipts
 from bot.services.outbox import Button
-from handlers.common import Context, checked_text, deps_of, replace_keyboard, reply, unit_pages, unit_picker
+from handlers.common import Context, checked_text, deps_of, replace_keyboard, reply, send, unit_pages, unit_picker
+
+log = logging.getLogger(__name__)
 
 ALBUM_DEBOUNCE_SECONDS = 0.8
 UNSUPPORTED = ("sticker", "location", "venue", "contact", "poll", "dice", "game", "video_note", "animation", "story")
@@ -50,8 +57,18 @@ class Channel:
     async def review(self, update: Update, context: Context, s: ChatSession, rows: list[list[Button]]) -> None:
         raise NotImplementedError
 
-    async def submit(self, update: Update, context: Context, s: ChatSession, draft: Draft) -> None:
-        """Store the tip (committed), then tell the person; the session is already idle."""
+    kind = ""  # the receipt's kind: citizen | office
+
+    def store(self, session: Session, update: Update, context: Context, s: ChatSession, draft: Draft,
+              new: intake.NewTip, receipt_hash: str) -> tuple[int, int] | None:
+        """Store the tip in the caller's transaction: (its number, its team), or None if
+        this person may not (the person is then told by `refused`)."""
+        raise NotImplementedError
+
+    async def refused(self, update: Update, context: Context, s: ChatSession) -> None:
+        raise NotImplementedError
+
+    def receipt_message(self, deps: Deps, tip_id: int, receipt: receipts.Receipt) -> tuple[str, list[list[Button]]]:
         raise NotImplementedError
 
     async def stale(self, update: Update, context: Context, s: ChatSession) -> None:
@@ -240,7 +257,7 @@ async def show_review(update: Update, context: Context, ch: Channel, s: ChatSess
     s.step = Step.REVIEW
     s.draft.editing = False
     rows = [
-        [ch.button(deps, s.lang, "submit", "submit")],
+        [ch.button(deps, s.lang, "submit", f"submit:{s.draft.nonce}")],
         [ch.button(deps, s.lang, "edit", "edit"), ch.button(deps, s.lang, "cancel", "cancel")],
     ]
     await ch.review(update, context, s, rows)
@@ -377,14 +394,103 @@ async def btn_cancel(update: Update, context: Context, ch: Channel, s: ChatSessi
     await ch.cancel(update, context, s)
 
 
-async def btn_submit(update: Update, context: Context, ch: Channel, s: ChatSession, _arg: str) -> None:
+async def btn_submit(update: Update, context: Context, ch: Channel, s: ChatSession, nonce: str) -> None:
+    """Submit: the tip and its pending receipt are committed, then the receipt is sent.
+    The button carries the draft's random token: a second press, or this press handled
+    again after a crash, finds the tip it made and answers with its receipt (or says the
+    tip is in), never "expired, start again"."""
+    deps = deps_of(context)
     draft = _draft(s, Step.REVIEW)
-    if draft is None or not ch.complete(s):
-        await ch.stale(update, context, s)
+    if draft is None or not ch.complete(s) or (nonce and nonce != draft.nonce):
+        if not (nonce and await already_submitted(update, context, ch, s, nonce)):
+            await ch.stale(update, context, s)
         return
     await drop_keyboard(update)
     ch.forget(update, context, s)  # a second press finds nothing to submit
-    await ch.submit(update, context, s, draft)
+    code = new_receipt_code()
+    digest = await asyncio.to_thread(deps.keyring.receipt_hash, code)
+    new = intake.NewTip(
+        category=draft.category or "", unit=draft.unit or "", unit_other=draft.unit_other,
+        place=draft.place or "", text=draft.text or "", evidence=tuple(draft.evidence),
+        channel=draft.channel or "telegram", submit_key=receipts.submit_key(deps, draft.nonce),
+    )
+    chat = update.effective_chat
+    assert chat is not None
+    now = deps.clock.now()
+    # Committed before the person hears of it; the receipt is kept until it has been sent.
+    try:
+        with deps.sessions.begin() as session:
+            stored = ch.store(session, update, context, s, draft, new, digest)
+            if stored is not None:
+                tip_id, team = stored
+                receipt = receipts.Receipt(chat_id=chat.id, code=format_receipt(code), lang=s.lang, kind=ch.kind,
+                                           notify=draft.notify, channel=new.channel, team=team)
+                receipts.keep(session, deps, tip_id, receipt, now)
+    except IntegrityError:  # the same draft submitted at the same moment elsewhere
+        if not await already_submitted(update, context, ch, s, draft.nonce):
+            raise
+        return
+    if stored is None:
+        await ch.refused(update, context, s)
+        return
+    deps.nudge_sender()
+    await deliver_receipt(context.bot, deps, tip_id, receipt)
+
+
+async def already_submitted(update: Update, context: Context, ch: Channel, s: ChatSession, nonce: str) -> bool:
+    """If the draft with this token was submitted: its receipt (again, if it has not
+    reached the chat yet) or "it is in"; True. False if it never became a tip."""
+    deps = deps_of(context)
+    with deps.sessions.begin() as session:
+        tip_id = receipts.find_submitted(session, deps, nonce)
+        receipt = receipts.take(session, deps, tip_id, deps.clock.now(), force=True) if tip_id else None
+    if tip_id is None:
+        return False
+    await drop_keyboard(update)
+    if receipt is not None:
+        await deliver_receipt(context.bot, deps, tip_id, receipt)
+    else:
+        await reply(update, context, ch.msg(deps, s, "already_submitted", tip_id=tip_id))
+    return True
+
+
+# --- the receipt: delivered, or re-delivered by a job -------------------------------------------
+CHANNELS: dict[str, Channel] = {}  # by receipt kind; each channel's module adds itself
+
+
+async def deliver_receipt(bot: Bot, deps: Deps, tip_id: int, receipt: receipts.Receipt) -> bool:
+    """Send a claimed receipt; erase it once sent, else leave it for the job (or give up)."""
+    text, rows = CHANNELS[receipt.kind].receipt_message(deps, tip_id, receipt)
+    try:
+        await send(bot, receipt.chat_id, text, rows, protect=True)
+    except (Forbidden, BadRequest) as exc:  # blocked, chat gone: it will never arrive
+        permanent, reason = True, type(exc).__name__
+    except TelegramError as exc:  # 5xx, timeouts, flood control: the job tries again
+        permanent, reason = False, type(exc).__name__
+    else:
+        with deps.sessions.begin() as session:
+            receipts.delivered(session, tip_id)
+        return True
+    with deps.sessions.begin() as session:
+        gave_up = receipts.failed(session, deps, tip_id, deps.clock.now(), permanent=permanent, reason=reason)
+    if gave_up:
+        deps.nudge_sender()
+    else:
+        log.warning("receipt of tip %s not delivered (%s): will try again", tip_id, reason)
+    return False
+
+
+async def redeliver_receipts(context: Context) -> None:
+    """The job: receipts whose send failed (or whose sender died) are sent again."""
+    deps = deps_of(context)
+    now = deps.clock.now()
+    with deps.sessions.begin() as session:
+        due = receipts.due(session, now)
+    for tip_id in due:
+        with deps.sessions.begin() as session:
+            receipt = receipts.take(session, deps, tip_id, now)
+        if receipt is not None:
+            await deliver_receipt(context.bot, deps, tip_id, receipt)
 
 
 Handler = Callable[[Update, Context, Channel, ChatSession, str], Awaitable[None]]
