@@ -43,7 +43,7 @@ from bot import jobs
 from bot.services import broadcast, schedule
 from handlers import citizen, entry, errors, officials, staff, workflow
 from handlers import intake as intake_flow
-from handlers.common import BotData, Context, reply
+from handlers.common import BotData, Context, person_lang, reply
 from storage.db import make_engine, make_sessions, upgrade
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,8 @@ def register_handlers(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     # -1 and 0: office staff entering phone and mail tips, before the citizens' handlers.
     entry.register(app)
     app.add_handler(CommandHandler("join", staff.join))
+    app.add_handler(CommandHandler("language", staff.language_command))
+    app.add_handler(CallbackQueryHandler(staff.on_language_button, pattern=r"^sl:"))
     app.add_handler(CommandHandler("settings", officials.settings))
     app.add_handler(CommandHandler("unsubscribe", officials.unsubscribe))
     app.add_handler(CommandHandler("bulletins", officials.list_bulletins))
@@ -163,7 +165,7 @@ def register_handlers(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
 
 async def _unknown_command(update: Update, context: Context) -> None:
     deps = context.bot_data["deps"]
-    await reply(update, context, deps.texts.msg(deps.config.campaign.default_language, "unknown_command"))
+    await reply(update, context, deps.texts.msg(person_lang(update, context), "unknown_command"))
 
 
 async def _sweep_sessions(context: Context) -> None:

@@ -61,6 +61,7 @@ class ChatSession:
     unit_page: int = 0
     tip_id: int | None = None  # the tip opened with a receipt code
     question_id: int | None = None  # the team's question being answered
+    open_questions: list[int] = field(default_factory=list)  # the opened tip's unanswered questions
     addition_text: list[str] = field(default_factory=list)
     addition_evidence: list[EvidenceItem] = field(default_factory=list)
     touched: datetime | None = None

@@ -21,7 +21,7 @@ from bot.services import followup, intake, notify, receipts
 from bot.services import staff as staff_service
 from bot.services.outbox import Button
 from handlers import intake as flow
-from handlers.common import Context, checked_text, deps_of, private, reply
+from handlers.common import Context, checked_text, deps_of, initial_lang, person_lang, private, reply
 from handlers.intake import answer, drop_keyboard
 
 
@@ -29,15 +29,6 @@ from handlers.intake import answer, drop_keyboard
 def chat_key(deps: Deps, update: Update) -> str:
     assert update.effective_chat is not None
     return deps.keyring.pseudonym("chat", update.effective_chat.id)
-
-
-def initial_lang(deps: Deps, update: Update) -> str:
-    code = (update.effective_user.language_code or "") if update.effective_user else ""
-    if code.startswith("en"):
-        return "en"
-    if code.startswith("zh"):
-        return "zh-CN"
-    return deps.config.campaign.default_language
 
 
 def session_for(deps: Deps, update: Update) -> tuple[ChatSession, bool]:
@@ -136,7 +127,7 @@ async def cancel(update: Update, context: Context) -> None:
 
 async def group_hint(update: Update, context: Context) -> None:
     deps = deps_of(context)
-    lang = deps.config.campaign.default_language
+    lang = initial_lang(deps, update)
     username = context.bot.username
     await reply(update, context, deps.texts.msg(lang, "private_only", bot_username=username))
 
@@ -147,6 +138,7 @@ def reset(s: ChatSession) -> None:
     s.draft = None
     s.tip_id = None
     s.question_id = None
+    s.open_questions.clear()
     s.unit_page = 0
     s.addition_text.clear()
     s.addition_evidence.clear()
@@ -279,7 +271,7 @@ async def open_receipt(update: Update, context: Context, s: ChatSession, code: s
         tip = followup.find_tip(session, digest)
         view = None
         if tip is not None:
-            question = followup.open_question(session, deps.keyring, tip.id)
+            questions = followup.open_questions(session, deps.keyring, tip.id)
             view = {
                 "id": tip.id,
                 "category": tip.category,
@@ -289,8 +281,8 @@ async def open_receipt(update: Update, context: Context, s: ChatSession, code: s
                 "team_number": tip.team_number,
                 "created_at": tip.created_at,
                 "events": followup.public_timeline(tip, deps.keyring),
-                "question": question[1] if question else None,
-                "question_id": question[0] if question else None,
+                "questions": [text for _, text in questions],
+                "question_ids": [qid for qid, _ in questions],
             }
     if view is None:
         backoff = deps.chats.backoffs.setdefault(key, Backoff())
@@ -306,11 +298,14 @@ async def open_receipt(update: Update, context: Context, s: ChatSession, code: s
     deps.chats.backoffs.pop(key, None)
     s.step = Step.FOLLOWUP
     s.tip_id = view["id"]
-    s.question_id = view["question_id"]
+    s.question_id = None
+    s.open_questions = list(view["question_ids"])
     closed = view["state"].startswith("closed")
     rows = [] if closed else [[b(deps, s.lang, "add_info", "add")]]
-    if view["question_id"] is not None and not closed:
-        rows.insert(0, [b(deps, s.lang, "answer_question", "answer")])
+    if not closed:  # every question not yet answered, each with its button
+        many = len(s.open_questions) > 1
+        rows[0:0] = [[b(deps, s.lang, "answer_question", f"answer:{qid}", number=i if many else 0)]
+                     for i, qid in enumerate(s.open_questions, start=1)]
     rows.append([b(deps, s.lang, "menu", "menu")])
     await reply(update, context, deps.texts.render(s.lang, "timeline", tip=view), rows, protect=True)
 
@@ -321,7 +316,7 @@ async def on_button(update: Update, context: Context) -> None:
     assert query is not None and query.data is not None
     deps = deps_of(context)
     payload = deps.keyring.verify(query.data)
-    lang = deps.config.campaign.default_language
+    lang = person_lang(update, context)
     if payload is None or not payload.startswith("c:"):
         await answer(query, deps.texts.msg(lang, "button_invalid"), alert=True)
         return
@@ -380,6 +375,13 @@ async def btn_language(update: Update, context: Context, s: ChatSession, arg: st
     await reply(update, context, deps.texts.msg(s.lang, "choose_language"), rows)
 
 
+async def choose_language(update: Update, context: Context) -> None:
+    """/language from a citizen: the same choice as the menu's Language button."""
+    s = await guard(update, context)
+    if s is not None:
+        await btn_language(update, context, s, "")
+
+
 async def btn_menu(update: Update, context: Context, s: ChatSession, _arg: str) -> None:
     await drop_keyboard(update)
     reset(s)
@@ -392,9 +394,8 @@ async def btn_add(update: Update, context: Context, s: ChatSession, arg: str) ->
         await say_stale(update, context, s)
         return
     await drop_keyboard(update)
-    answering = arg == "answer" and s.question_id is not None
-    if not answering:
-        s.question_id = None
+    s.question_id = int(arg) if arg.isdigit() and int(arg) in s.open_questions else None
+    answering = s.question_id is not None
     s.step = Step.ADD_INFO
     s.addition_text.clear()
     s.addition_evidence.clear()
@@ -403,8 +404,9 @@ async def btn_add(update: Update, context: Context, s: ChatSession, arg: str) ->
                 [[b(deps, s.lang, "cancel", "cancel")]])
 
 
-async def btn_answer(update: Update, context: Context, s: ChatSession, _arg: str) -> None:
-    await btn_add(update, context, s, "answer")
+async def btn_answer(update: Update, context: Context, s: ChatSession, arg: str) -> None:
+    """Answer one of the team's open questions (an older button without a question: the first)."""
+    await btn_add(update, context, s, arg if arg.isdigit() else str(s.open_questions[0] if s.open_questions else ""))
 
 
 async def btn_notify(update: Update, context: Context, s: ChatSession, _arg: str) -> None:

@@ -16,6 +16,7 @@ from telegram.ext import Application, CallbackContext, ExtBot
 from bot.deps import Deps
 from bot.domain.text import normalise
 from bot.services.outbox import Button
+from bot.services.staff import staff_by_user
 from bot.splitting import split_html
 
 
@@ -87,6 +88,33 @@ async def send(
                 if attempt == REPLY_ATTEMPTS - 1:
                     raise
                 await asyncio.sleep(0.5 * 2**attempt)
+
+
+def initial_lang(deps: Deps, update: Update) -> str:
+    """A newcomer's language, from their Telegram app's language."""
+    code = (update.effective_user.language_code or "") if update.effective_user else ""
+    if code.startswith("en"):
+        return "en"
+    if code.startswith("zh"):
+        return "zh-CN"
+    return deps.config.campaign.default_language
+
+
+def person_lang(update: Update, context: Context) -> str:
+    """The language to answer this person in: a staff member's own (set with /language);
+    a citizen's, as chosen in this chat (kept in memory only); else their app's."""
+    deps = deps_of(context)
+    user, chat = update.effective_user, update.effective_chat
+    if user is not None:
+        with deps.sessions.begin() as session:
+            member = staff_by_user(session, user.id)
+            if member is not None:
+                return member.language
+    if chat is not None and chat.type == "private":
+        session_ = deps.chats.peek(deps.keyring.pseudonym("chat", chat.id))
+        if session_ is not None:
+            return session_.lang
+    return initial_lang(deps, update)
 
 
 def private(update: Update) -> bool:

@@ -30,7 +30,7 @@ from bot.services import entry as entry_service
 from bot.services import intake, receipts
 from bot.services.outbox import Button
 from handlers import intake as flow
-from handlers.common import Context, deps_of, private, reply
+from handlers.common import Context, deps_of, person_lang, private, reply
 from handlers.intake import answer, drop_keyboard
 from storage.models import Tip
 
@@ -182,9 +182,9 @@ flow.CHANNELS[OFFICE.kind] = OFFICE
 async def start(update: Update, context: Context) -> None:
     deps = deps_of(context)
     user = update.effective_user
-    lang = deps.config.campaign.default_language
     if user is None:
         return
+    lang = person_lang(update, context)
     if not private(update):
         await reply(update, context, deps.texts.msg(lang, "entry_private_only"))
         return
@@ -200,7 +200,7 @@ async def cancel(update: Update, context: Context) -> None:
     deps = deps_of(context)
     assert update.effective_user is not None
     entry = store_of(context).drop(update.effective_user.id)
-    lang = entry.lang if entry else deps.config.campaign.default_language
+    lang = entry.lang if entry else person_lang(update, context)
     await reply(update, context, deps.texts.msg(lang, "entry_cancelled"))
 
 
@@ -236,7 +236,7 @@ async def on_button(update: Update, context: Context) -> None:
     assert query is not None and query.data is not None
     deps = deps_of(context)
     payload = deps.keyring.verify(query.data)
-    lang = deps.config.campaign.default_language
+    lang = person_lang(update, context)
     if payload is None or not payload.startswith("e:") or not private(update):
         await answer(query, deps.texts.msg(lang, "button_invalid"), alert=True)
         return

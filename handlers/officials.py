@@ -17,7 +17,7 @@ from bot.services import bulletins as bulletin_service
 from bot.services import officials as official_service
 from bot.services.outbox import Button
 from bot.services.staff import staff_by_user
-from handlers.common import Context, checked_text, deps_of, keyboard, private, reply
+from handlers.common import Context, checked_text, deps_of, keyboard, person_lang, private, reply
 from storage.models import Staff
 from storage.models_officials import Bulletin, Subscription
 
@@ -48,7 +48,7 @@ async def _refuse(update: Update, context: Context) -> None:
     """Only officials have settings and bulletins (commands in groups pass silently)."""
     if private(update):
         deps = deps_of(context)
-        await reply(update, context, deps.texts.msg(deps.config.campaign.default_language, "officials_only"))
+        await reply(update, context, deps.texts.msg(person_lang(update, context), "officials_only"))
 
 
 async def send_settings(update: Update, context: Context, intro: str | None = None) -> bool:
@@ -106,7 +106,7 @@ async def on_official_button(update: Update, context: Context) -> None:
     deps = deps_of(context)
     query = update.callback_query
     assert query is not None and query.data is not None
-    default = deps.config.campaign.default_language
+    default = person_lang(update, context)
     payload = deps.keyring.verify(query.data)
     parts = (payload or "").split(":")
     if len(parts) != 3 or parts[0] != "of":
@@ -149,7 +149,7 @@ async def on_bulletin_button(update: Update, context: Context) -> None:
     deps = deps_of(context)
     query = update.callback_query
     assert query is not None and query.data is not None
-    default = deps.config.campaign.default_language
+    default = person_lang(update, context)
     payload = deps.keyring.verify(query.data)
     parts = (payload or "").split(":")
     if len(parts) != 3 or parts[0] != "bl" or not parts[2].isdigit() or parts[1] not in ("pub", "note", "hold"):
