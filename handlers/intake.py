@@ -42,6 +42,7 @@ class Channel:
     """What differs between the citizen's chat and the office's entry."""
 
     prefix = ""  # callback data prefix
+    kind = ""  # the receipt's kind: citizen | office
     fields: tuple[str, ...] = ("category", "unit", "place", "text", "evidence")  # editable, in order
     messages: dict[str, str] = {}  # the flow's message name -> this channel's macro
 
@@ -56,8 +57,6 @@ class Channel:
 
     async def review(self, update: Update, context: Context, s: ChatSession, rows: list[list[Button]]) -> None:
         raise NotImplementedError
-
-    kind = ""  # the receipt's kind: citizen | office
 
     def store(self, session: Session, update: Update, context: Context, s: ChatSession, draft: Draft,
               new: intake.NewTip, receipt_hash: str) -> tuple[int, int] | None:
