@@ -115,6 +115,8 @@ class IntakeConfig(_Model):
     # A receipt code that could not be sent is tried again for this long, then given up (the tip
     # is marked and the office told).
     receipt_delivery_hours: float = Field(default=24.0, gt=0, le=24 * 30)
+    # Voice messages carry the speaker's voice, which no cleaning removes.
+    voice: Literal["refuse", "accept"] = "refuse"
 
     @model_validator(mode="after")
     def _min_below_max(self) -> IntakeConfig:

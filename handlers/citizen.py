@@ -20,6 +20,7 @@ from bot.drafts import Backoff, ChatSession, Draft, EvidenceItem, Flood, Step, b
 from bot.services import followup, intake, notify, receipts
 from bot.services import staff as staff_service
 from bot.services.outbox import Button
+from handlers import evidence as evidence_intake
 from handlers import intake as flow
 from handlers.common import Context, checked_text, deps_of, initial_lang, person_lang, private, reply
 from handlers.intake import answer, drop_keyboard
@@ -161,12 +162,12 @@ async def on_message(update: Update, context: Context) -> None:
     if kind is not None:
         await reply(update, context, deps.texts.msg(lang, "unsupported_media", kind=kind))
         return
-    evidence = flow.evidence_of(message)
+    incoming = evidence_intake.incoming_of(message)
     text = message.text
 
-    if evidence is not None:
+    if incoming is not None:
         if s.step is Step.ADD_INFO:
-            await add_to_addition(update, context, s, evidence)
+            await add_to_addition(update, context, s, incoming)
         else:
             await reply(update, context, deps.texts.msg(lang, "media_not_now"))
         return
@@ -191,15 +192,17 @@ async def on_message(update: Update, context: Context) -> None:
         await ack_addition(update, context, s)
 
 
-async def add_to_addition(update: Update, context: Context, s: ChatSession, item: EvidenceItem) -> None:
+async def add_to_addition(update: Update, context: Context, s: ChatSession,
+                          incoming: evidence_intake.Incoming) -> None:
     deps = deps_of(context)
     limit = deps.config.intake.max_evidence
     if len(s.addition_evidence) >= limit:  # the same limit as a tip's: enforced, not only announced
         await reply(update, context, deps.texts.msg(s.lang, "addition_full", limit=limit),
                     [[b(deps, s.lang, "send_addition", "addsend")], [b(deps, s.lang, "cancel", "cancel")]])
         return
-    kept = await flow.accept_evidence(update, context, item)
-    if kept is None:
+    tip_id = s.tip_id
+    kept = await flow.accept_evidence(update, context, CITIZEN, s, incoming, len(s.addition_evidence) + 1)
+    if kept is None or s.step is not Step.ADD_INFO or s.tip_id != tip_id:
         return
     s.addition_evidence.append(kept)
     await ack_addition(update, context, s)
@@ -399,8 +402,9 @@ async def btn_add(update: Update, context: Context, s: ChatSession, arg: str) ->
     s.step = Step.ADD_INFO
     s.addition_text.clear()
     s.addition_evidence.clear()
-    prompt = "answer_prompt" if answering else "add_info_prompt"
-    await reply(update, context, deps.texts.msg(s.lang, prompt, limit=deps.config.intake.max_evidence),
+    prompt = deps.texts.msg(s.lang, "answer_prompt" if answering else "add_info_prompt",
+                            limit=deps.config.intake.max_evidence)
+    await reply(update, context, f"{prompt}\n\n{evidence_intake.notice(context, s.lang)}",
                 [[b(deps, s.lang, "cancel", "cancel")]])
 
 

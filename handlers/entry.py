@@ -170,6 +170,7 @@ class OfficeChannel(flow.Channel):
     async def cancel(self, update: Update, context: Context, s: ChatSession) -> None:
         deps = deps_of(context)
         assert update.effective_user is not None
+        super().forget(update, context, s)
         store_of(context).drop(update.effective_user.id)
         await reply(update, context, deps.texts.msg(s.lang, "entry_cancelled"))
 

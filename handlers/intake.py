@@ -7,13 +7,15 @@ prefix, the messages' names, the review, how a tip is stored, the receipt, and w
 stale button or a cancel does. handlers/citizen.py and handlers/entry.py hold the rest
 of each chat (the citizen's menu and receipt codes; the office's /enter and its store).
 
-Evidence reaches a draft or an addition through one call, `accept_evidence`.
+Evidence reaches a draft or an addition through one call, `accept_evidence` (cleaned of
+hidden information by handlers/evidence.py, or kept after a warning with Withdraw).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -28,6 +30,7 @@ from bot.domain.text import normalise_opt
 from bot.drafts import ChatSession, Draft, EvidenceItem, Step
 from bot.services import intake, receipts
 from bot.services.outbox import Button
+from handlers import evidence as evidence_intake
 from handlers.common import Context, checked_text, deps_of, replace_keyboard, reply, send, unit_pages, unit_picker
 
 log = logging.getLogger(__name__)
@@ -95,11 +98,15 @@ def evidence_of(message: Message) -> EvidenceItem | None:
     return None
 
 
-async def accept_evidence(update: Update, context: Context, item: EvidenceItem) -> EvidenceItem | None:
+async def accept_evidence(update: Update, context: Context, ch: Channel, s: ChatSession,
+                          incoming: evidence_intake.Incoming, number: int) -> EvidenceItem | None:
     """The one place where a file a person sent becomes evidence (of a draft or of an
-    addition to a tip). Returns the item to keep, or None if it cannot be taken (the
-    person has been told)."""
-    return item
+    addition to a tip): cleaned, or kept after a warning (handlers/evidence.py). Returns
+    the item to keep, or None if it cannot be taken (the person has been told)."""
+    deps = deps_of(context)
+    incoming = dataclasses.replace(incoming, caption=normalise_opt(incoming.caption))
+    return await evidence_intake.accept(update, context, s.lang, incoming, number,
+                                        lambda label, payload: ch.button(deps, s.lang, label, payload))
 
 
 def unsupported_kind(message: Message) -> str | None:
@@ -134,10 +141,10 @@ async def on_draft_message(update: Update, context: Context, ch: Channel, s: Cha
     if kind is not None:
         await reply(update, context, ch.msg(deps, s, "unsupported_media", kind=kind))
         return
-    item = evidence_of(message)
-    if item is not None:
+    incoming = evidence_intake.incoming_of(message)
+    if incoming is not None:
         if s.step is Step.EVIDENCE:
-            await add_evidence(update, context, ch, s, item)
+            await add_evidence(update, context, ch, s, incoming)
         else:
             await reply(update, context, ch.msg(deps, s, "media_not_now"))
         return
@@ -175,17 +182,20 @@ async def take_text(update: Update, context: Context, ch: Channel, s: ChatSessio
         await ask_evidence(update, context, ch, s)
 
 
-async def add_evidence(update: Update, context: Context, ch: Channel, s: ChatSession, item: EvidenceItem) -> None:
+async def add_evidence(update: Update, context: Context, ch: Channel, s: ChatSession,
+                       incoming: evidence_intake.Incoming) -> None:
     deps = deps_of(context)
-    assert s.draft is not None
+    draft = s.draft
+    assert draft is not None
     limit = deps.config.intake.max_evidence
-    if len(s.draft.evidence) >= limit:
+    if len(draft.evidence) >= limit:
         await reply(update, context, ch.msg(deps, s, "evidence_full", limit=limit), evidence_buttons(deps, ch, s))
         return
-    kept = await accept_evidence(update, context, item)
-    if kept is None or s.draft is None:
+    # Cleaned (or found uncleanable) before it is taken; the clean copy is shown to the person.
+    kept = await accept_evidence(update, context, ch, s, incoming, len(draft.evidence) + 1)
+    if kept is None or s.draft is not draft or s.step is not Step.EVIDENCE:
         return
-    s.draft.evidence.append(kept)
+    draft.evidence.append(kept)
     debounce(s, lambda: reply(
         update, context,
         ch.msg(deps, s, "evidence_received", count=len(s.draft.evidence) if s.draft else 0, limit=limit),
@@ -246,7 +256,8 @@ async def ask_evidence(update: Update, context: Context, ch: Channel, s: ChatSes
         await show_review(update, context, ch, s)
         return
     s.step = Step.EVIDENCE
-    await reply(update, context, ch.msg(deps, s, "ask_evidence", limit=deps.config.intake.max_evidence),
+    prompt = ch.msg(deps, s, "ask_evidence", limit=deps.config.intake.max_evidence)
+    await reply(update, context, f"{prompt}\n\n{evidence_intake.notice(context, s.lang)}",
                 evidence_buttons(deps, ch, s))
 
 
@@ -388,6 +399,27 @@ async def btn_review(update: Update, context: Context, ch: Channel, s: ChatSessi
     await show_review(update, context, ch, s)
 
 
+async def btn_withdraw(update: Update, context: Context, ch: Channel, s: ChatSession, arg: str) -> None:
+    """Withdraw a file that could not be cleaned, before it is sent (from the draft or the
+    addition being written)."""
+    deps = deps_of(context)
+    await drop_keyboard(update)
+    gone = evidence_intake.withdraw(s.draft.evidence, arg) if s.draft is not None else False
+    gone = evidence_intake.withdraw(s.addition_evidence, arg) or gone
+    await reply(update, context, ch.msg(deps, s, "evidence_withdrawn" if gone else "evidence_withdraw_gone"))
+    if gone and s.step is Step.REVIEW and s.draft is not None:  # the review on screen counted it: show it again
+        await show_review(update, context, ch, s)
+
+
+async def btn_keep(update: Update, context: Context, ch: Channel, s: ChatSession, arg: str) -> None:
+    """Keep, knowingly, a file that could not be cleaned."""
+    deps = deps_of(context)
+    await drop_keyboard(update)
+    items = [*(s.draft.evidence if s.draft else []), *s.addition_evidence]
+    kept = any(i.token == arg for i in items if i.token)
+    await reply(update, context, ch.msg(deps, s, "evidence_kept" if kept else "evidence_withdraw_gone"))
+
+
 async def btn_cancel(update: Update, context: Context, ch: Channel, s: ChatSession, _arg: str) -> None:
     await drop_keyboard(update)
     await ch.cancel(update, context, s)
@@ -495,6 +527,8 @@ async def redeliver_receipts(context: Context) -> None:
 Handler = Callable[[Update, Context, Channel, ChatSession, str], Awaitable[None]]
 
 BUTTONS: dict[str, Handler] = {
+    "wd": btn_withdraw,
+    "keep": btn_keep,
     "ch": btn_channel,
     "cat": btn_category,
     "upage": btn_unit_page,
