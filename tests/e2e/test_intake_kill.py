@@ -42,6 +42,7 @@ CITIZENS = 50
 ROUNDS = 3  # kills
 FIRST = 5_640_001
 LEAD = 7_640_001
+PROBE = 5_649_999
 CODE = re.compile(r"\d{4} \d{4} \d{4} \d{4}")
 STALE = ("已过期", "请用下面的按钮", "请点击上面消息中的按钮", "请重新开始")
 STEP_TIMEOUT = 25.0  # a step unanswered this long: start again (a step lost with a process is answered "expired")
@@ -137,6 +138,7 @@ async def test_kill_9_during_intake_loses_no_tip_no_code_and_sends_each_card_onc
         deps, engine = build_deps(config, h.clock)
         upgrade(engine)
         lead = srv.user(LEAD, "Lead")
+        probe = srv.user(PROBE, "Probe")
         with deps.sessions.begin() as session:
             now = deps.clock.now()
             code = create_invite(session, deps.keyring, now, kind="person", role="lead", team_number=1)
@@ -171,13 +173,14 @@ async def test_kill_9_during_intake_loses_no_tip_no_code_and_sends_each_card_onc
                 threshold = int(CITIZENS * share) + rng.randint(-3, 3)
                 await _until(lambda t=threshold: sum(not task.done() for task in citizens) <= CITIZENS - t, stop_at)
                 await asyncio.sleep(rng.uniform(0.0, 0.6))
-                sent_before = len(srv.sent)
                 await child.kill()
                 killed_at = time.monotonic()
                 kills.append(killed_at)
                 await child.start()
-                # recovery: from the kill to the restarted bot's first message
-                await srv.wait_for(lambda n=sent_before: len(srv.sent) > n, timeout=30)
+                # recovery: from the kill until the restarted bot answers someone new
+                mark = len(srv.sent_to(PROBE))
+                srv.push_message(probe, "/help")
+                await srv.wait_for(lambda m=mark: len(srv.sent_to(PROBE)) > m, timeout=60)
                 figures.recovery.append(time.monotonic() - killed_at)
             await asyncio.wait_for(asyncio.gather(*citizens), timeout=DEADLINE + SUBMIT_TIMEOUT)
         finally:
@@ -190,7 +193,16 @@ async def test_kill_9_during_intake_loses_no_tip_no_code_and_sends_each_card_onc
         h.clock.offset += timedelta(minutes=11)
         await h.start()
         try:
-            await srv.wait_for(lambda: _left(h) == (0, 0), timeout=30)
+            try:
+                await srv.wait_for(lambda: _left(h) == (0, 0), timeout=30)
+            except AssertionError:
+                with h.deps.sessions.begin() as session:
+                    states = session.execute(select(OutboxMessage.status, OutboxMessage.purpose, func.count())
+                                             .group_by(OutboxMessage.status, OutboxMessage.purpose)).all()
+                    receipts_left = [(r.tip_id, r.attempts, r.claimed_until, r.next_attempt_at)
+                                     for r in session.scalars(select(PendingReceipt))]
+                raise AssertionError(f"left over: outbox {states}, receipts {receipts_left}, "
+                                     f"now {h.deps.clock.now()}") from None
             with h.deps.sessions.begin() as session:
                 tips = [(t.id, h.deps.keyring.decrypt(t.text_enc), t.receipt_hash, t.receipt_undelivered)
                         for t in session.scalars(select(Tip).order_by(Tip.id))]
