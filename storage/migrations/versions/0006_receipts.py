@@ -1,7 +1,7 @@
 """receipts: pending receipt deliveries; tips.submit_key and tips.receipt_undelivered
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0009
 Create Date: 2026-11-27 13:00:00
 """
 
@@ -16,7 +16,7 @@ import storage.models
 
 
 revision: str = '0006'
-down_revision: str | None = '0003'
+down_revision: str | None = '0009'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
