@@ -14,28 +14,9 @@ from telegram import Update
 from telegram.error import TelegramError
 
 from bot import metrics
-from bot.deps import Deps
-from handlers.common import Context, deps_of, reply
+from handlers.common import Context, deps_of, person_lang, reply
 
 log = logging.getLogger("tipline.errors")
-
-
-def person_lang(deps: Deps, update: Update) -> str:
-    """The language the person is addressed in: their chat's, a staff flow's, else the one
-    tipline derives from their Telegram language (looked up in memory only)."""
-    from handlers.citizen import initial_lang  # the citizens' rule, one place
-
-    chat = update.effective_chat
-    if chat is not None:
-        session = deps.chats.peek(deps.keyring.pseudonym("chat", chat.id))
-        if session is not None:
-            return session.lang
-    user = update.effective_user
-    if user is not None:
-        flow = deps.staff_flows.get(user.id)
-        if flow is not None and getattr(flow, "lang", None):
-            return str(flow.lang)
-    return initial_lang(deps, update)
 
 
 async def on_error(update: object, context: Context) -> None:
@@ -53,7 +34,7 @@ async def on_error(update: object, context: Context) -> None:
     if not isinstance(update, Update) or not first:
         return
     deps = deps_of(context)
-    lang = person_lang(deps, update)
+    lang = _lang(update, context)
     query = update.callback_query
     if query is not None:
         text = deps.texts.msg(lang, "error_button")
@@ -67,3 +48,10 @@ async def on_error(update: object, context: Context) -> None:
     if update.effective_chat is not None:
         with contextlib.suppress(TelegramError):
             await reply(update, context, deps.texts.msg(lang, "error_generic"))
+
+
+def _lang(update: Update, context: Context) -> str:
+    try:
+        return person_lang(update, context)
+    except Exception:  # the database may be what failed
+        return deps_of(context).config.campaign.default_language
