@@ -205,7 +205,8 @@ class Runtime:
         if migrate:
             upgrade(self.engine)
         self.app = build_application(self.deps)
-        self.sender = OutboxSender(self.app.bot, self.deps)
+        self.sender = OutboxSender(self.app.bot, self.deps, on_give_up=self.give_up)
+        self.failure: BaseException | None = None
         self.poller = DurablePoller(self.app, self.deps, timeout=config.telegram.poll_timeout_seconds)
         self.app.bot_data["poller"] = self.poller
         self._poll_task: asyncio.Task[None] | None = None
@@ -234,15 +235,21 @@ class Runtime:
 
     async def crash(self) -> None:
         """Die abruptly (tests): tasks cancelled mid-flight, nothing finished or recorded."""
-        for task in (self._poll_task, self.sender._task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        self.sender.kill()
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._poll_task
         with contextlib.suppress(Exception):
             await self.app.stop()
             await self.app.shutdown()
         self.engine.dispose()
+
+    def give_up(self, exc: BaseException) -> None:
+        """A supervised loop kept dying: stop, so that the process exits non-zero and its
+        supervisor (systemd, the container runtime) starts it again."""
+        self.failure = exc
+        self.poller.stop()
 
     async def wait(self) -> None:
         if self._poll_task is not None:
@@ -264,3 +271,5 @@ async def serve(config: Config) -> None:
     finally:
         await runtime.stop()
         log.info("tipline stopped")
+    if runtime.failure is not None:
+        raise SystemExit(1)
