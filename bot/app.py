@@ -174,8 +174,10 @@ async def _scheduler_tick(context: Context) -> None:
     lock: asyncio.Lock = context.bot_data["schedule_lock"]
     if lock.locked():
         return
+    failures = context.bot_data.setdefault("schedule_failures", {})
     async with lock:
-        done = await asyncio.to_thread(schedule.run_due, deps, deps.clock.now())
+        done = await jobs.guard(context, "scheduler").run(
+            lambda: asyncio.to_thread(schedule.run_due, deps, deps.clock.now(), failures))
     if done:
         deps.nudge_sender()
 
@@ -187,7 +189,7 @@ async def _report_progress(context: Context) -> None:
         with deps.sessions.begin() as session:
             return broadcast.report_progress(session, deps, deps.clock.now())
 
-    if await asyncio.to_thread(work):
+    if await jobs.guard(context, "broadcast progress").run(lambda: asyncio.to_thread(work)):
         deps.nudge_sender()
 
 

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -62,6 +63,7 @@ from bot.deps import Deps
 from bot.ratelimit import SEND_GUARD, retry_after_seconds
 from bot.services import outbox
 from bot.services.office import office_targets
+from bot.splitting import has_content
 from bot.supervise import Backoff, ThrottledLog, supervise
 from storage.models import OutboxMessage, Staff, TeamChat
 from storage.models_officials import Blob
@@ -322,33 +324,33 @@ class OutboxSender:
                       "outbox row %s: lease not confirmed in time (database unreachable?): not sent now", item.id)
             return None
         except RetryAfter as exc:
-            return lambda: self._retry(item, retry_after_seconds(exc) + 0.5, "retry after", count=False)
+            return partial(self._retry, item, retry_after_seconds(exc) + 0.5, "retry after", count=False)
         except Forbidden as exc:
-            return lambda: self._blocked(item, f"forbidden: {exc.message}")
+            return partial(self._blocked, item, f"forbidden: {exc.message}")
         except ChatMigrated as exc:
-            return lambda: self._migrated(item, exc.new_chat_id)
+            return partial(self._migrated, item, exc.new_chat_id)
         except BadRequest as exc:
             if "message is not modified" in exc.message:
-                return lambda: self._done(item, None)
-            return lambda: self._refused(item, f"bad request: {exc.message}")
+                return partial(self._done, item, None)
+            return partial(self._refused, item, f"bad request: {exc.message}")
         except InvalidToken as exc:
             if "not found" in exc.message.lower():  # a Bot API server without this method
-                return lambda: self._refused(item, f"not supported by the Bot API server: {exc.message}")
+                return partial(self._refused, item, f"not supported by the Bot API server: {exc.message}")
             self._log("token", logging.CRITICAL, "outbox: the Bot API refuses the token (%s)", exc.message)
-            return lambda: self._retry(item, self._backoff(item.attempts), "invalid token", count=False)
+            return partial(self._retry, item, self._backoff(item.attempts), "invalid token", count=False)
         except (NetworkError, TelegramError) as exc:  # TimedOut is a NetworkError; 5xx too
             self._log("network", logging.WARNING, "outbox: Telegram unreachable or failing (%s): retrying",
                       type(exc).__name__)
-            return lambda: self._retry(item, self._backoff(item.attempts), f"{type(exc).__name__}: {exc}")
+            return partial(self._retry, item, self._backoff(item.attempts), f"{type(exc).__name__}: {exc}")
         except DB_ERRORS as exc:  # reading a file or a message id to reply to
             self._log("db", logging.ERROR, "outbox: database unavailable (%s): retrying", type(exc).__name__)
-            return lambda: self._retry(item, self._backoff(item.attempts), "database unavailable", count=False)
+            return partial(self._retry, item, self._backoff(item.attempts), "database unavailable", count=False)
         except Exception:  # never let one row kill the sender
             log.exception("outbox row %s: unexpected error", item.id)
-            return lambda: self._retry(item, self._backoff(item.attempts), "unexpected error")
+            return partial(self._retry, item, self._backoff(item.attempts), "unexpected error")
         else:
             mid = message.message_id if isinstance(message, Message) else None
-            return lambda: self._done(item, mid)
+            return partial(self._done, item, mid)
 
     async def _record(self, item: Claimed) -> None:
         """Record the outcome; while the database is away, keep trying (the lease is
@@ -395,8 +397,8 @@ class OutboxSender:
             if mid is not None:
                 common["reply_parameters"] = ReplyParameters(message_id=mid, allow_sending_without_reply=True)
         if item.method == "send_message":
-            if not p["text"].strip():
-                raise BadRequest("message text is empty")
+            if not has_content(p["text"]):
+                raise BadRequest("message text is empty")  # never sent: failed and told
             return await self.bot.send_message(
                 text=p["text"], parse_mode=ParseMode.HTML, reply_markup=reply_markup, **common
             )
