@@ -107,20 +107,24 @@ def enqueue_many(
     ]
     chats = sorted({r.chat_id for r in rows})
     lock_all_chats(session)
+    # The first row of a chat with nothing open becomes its head, ready at once. Which
+    # chats have rows open is read under the lock that orders head changes (PostgreSQL),
+    # or, on SQLite, after taking the write lock, so it cannot change before the insert.
+    take_write_lock(session)
+    busy: set[int] = set()
+    for start in range(0, len(chats), 500):
+        busy.update(session.scalars(
+            select(OutboxMessage.chat_id)
+            .where(OutboxMessage.chat_id.in_(chats[start : start + 500]), OutboxMessage.status.in_(OPEN))
+            .distinct()))
+    for v in values:
+        if v["chat_id"] in busy:
+            v["ready_at"] = None
+        else:
+            v["ready_at"] = now
+            busy.add(v["chat_id"])
     for start in range(0, len(values), 1000):
         session.execute(insert(OutboxMessage), values[start : start + 1000])
-    # Then the oldest open row of each chat becomes its head (if it is not one already):
-    # decided after the rows are written, so under SQLite's write lock, and on PostgreSQL
-    # under the chats' locks, it sees every row another transaction committed.
-    for start in range(0, len(chats), 500):
-        heads = (select(func.min(OutboxMessage.id))
-                 .where(OutboxMessage.chat_id.in_(chats[start : start + 500]), OutboxMessage.status.in_(OPEN))
-                 .group_by(OutboxMessage.chat_id))
-        session.execute(update(OutboxMessage)
-                        .where(OutboxMessage.id.in_(heads), OutboxMessage.status == "pending",
-                               OutboxMessage.ready_at.is_(None))
-                        .values(ready_at=OutboxMessage.next_attempt_at)
-                        .execution_options(synchronize_session=False))
     return len(values)
 
 
@@ -161,6 +165,13 @@ def lock_chats(session: Session, chat_ids: Iterable[int]) -> None:
     session.execute(select(func.pg_advisory_xact_lock_shared(CHAT_LOCK_NAMESPACE, 0)))
     for chat_id in sorted(set(chat_ids)):
         session.execute(select(func.pg_advisory_xact_lock(CHAT_LOCK_NAMESPACE, _int4(chat_id) or 1)))
+
+
+def take_write_lock(session: Session) -> None:
+    """SQLite: start writing now (a write statement that changes nothing), so what this
+    transaction reads next cannot change until it commits."""
+    if not is_postgres(session):
+        session.execute(update(OutboxMessage).where(OutboxMessage.id == -1).values(ready_at=None))
 
 
 def lock_all_chats(session: Session) -> None:
