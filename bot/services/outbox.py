@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.security import Keyring
 from storage.models import OutboxMessage
@@ -243,12 +244,20 @@ def claim_due(session: Session, now: datetime, limit: int, lease: timedelta, *,
             ready = ready.with_for_update(skip_locked=True)
         rows += list(session.scalars(ready))
     rows.sort(key=lambda r: r.id)
+    if not rows:
+        return rows
+    until = lease_now + lease
+    # One statement for all of them (not one per row).
+    session.execute(
+        update(OutboxMessage).where(OutboxMessage.id.in_([r.id for r in rows]))
+        .values(status="sending", ready_at=None, lease_until=until, attempts=OutboxMessage.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
     for row in rows:
-        row.status = "sending"
-        row.ready_at = None
-        row.lease_until = lease_now + lease
-        row.attempts += 1
-    session.flush()
+        set_committed_value(row, "status", "sending")
+        set_committed_value(row, "ready_at", None)
+        set_committed_value(row, "lease_until", until)
+        set_committed_value(row, "attempts", row.attempts + 1)
     return rows
 
 
