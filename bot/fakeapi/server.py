@@ -382,8 +382,9 @@ class FakeBotAPI:
 
     Constructor arguments besides the limits: ``transient_error_rate`` and
     ``seed`` (random 5xx, reproducible via :attr:`rng`), ``delay`` (seconds
-    before every answer; a request whose client gave up meanwhile is dropped unanswered), ``bot_username``/``bot_first_name`` (getMe; the bot id
-    is the token's number), ``strict_file_ids``, ``strict_html_ampersand``,
+    before every answer; a request whose client gave up meanwhile is dropped
+    unanswered), ``bot_username``/``bot_first_name`` (getMe; the bot id is the
+    token's number), ``strict_file_ids``, ``strict_html_ampersand``,
     ``max_poll_timeout`` (cap for getUpdates' ``timeout``; None honours it),
     ``first_update_id``, ``host``/``port`` (0 = a free port) and ``clock`` (the
     monotonic clock used by the limits and timestamps).
