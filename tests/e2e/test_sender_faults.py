@@ -360,6 +360,9 @@ async def test_a_permanent_refusal_fails_at_once_and_the_office_hears(rig: Rig, 
                                .order_by(OutboxMessage.id)).all()
         assert [(r.status, r.attempts) for r in rows] == [("failed", 1), ("failed", 1), ("failed", 1), ("sent", 1)]
         assert broadcast.progress(session, broadcast_id).failed == 1
+        reasons = dict(broadcast.failure_reasons(session, broadcast_id))
+        assert sorted(reasons.values()) == [1, 1, 1]
+        assert any("method not found" in r for r in reasons) and any("empty" in r for r in reasons)
     assert not [c for c in server.calls_for("sendMessage") if "\u200b" in str(c["params"].get("text"))]
     told = [r.get("text") or "" for r in server.sent_to(office)]
     assert len(told) == 1 and "broadcast #" in told[0] and "could not be delivered" in told[0]
