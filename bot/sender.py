@@ -152,12 +152,14 @@ class OutboxSender:
         self._file_ids: dict[int, str] = {}
         self._upload_locks: dict[int, asyncio.Lock] = {}
         self._fits_limiter = getattr(bot, "rate_limiter", None) is not None
+        self.restart_backoff = Backoff(base=1.0, cap=30.0)  # between restarts of a dying loop
 
     # lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
         self.deps.wake_sender.append(self.wake)
         self._task = asyncio.create_task(
-            supervise("outbox sender", self.run, on_give_up=self.on_give_up), name="tipline-outbox")
+            supervise("outbox sender", self.run, on_give_up=self.on_give_up, backoff=self.restart_backoff),
+            name="tipline-outbox")
         self._renewer = asyncio.create_task(self._renew_loop(), name="tipline-outbox-leases")
 
     async def stop(self) -> None:

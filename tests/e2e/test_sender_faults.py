@@ -366,3 +366,29 @@ async def test_a_permanent_refusal_fails_at_once_and_the_office_hears(rig: Rig, 
     assert not [c for c in server.calls_for("sendMessage") if "\u200b" in str(c["params"].get("text"))]
     told = [r.get("text") or "" for r in server.sent_to(office)]
     assert len(told) == 1 and "broadcast #" in told[0] and "could not be delivered" in told[0]
+
+
+async def test_a_sender_that_keeps_dying_stops_the_process(harness: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Restarted a few times, then given up: the bot stops (and `tipline run` exits 1) so
+    that its supervisor starts it again, rather than accepting tips nobody is told of."""
+    from bot.supervise import Backoff
+
+    await harness.stop()
+    runs = 0
+
+    async def broken(self: OutboxSender) -> None:
+        nonlocal runs
+        runs += 1
+        raise RuntimeError("a bug in the sender")
+
+    monkeypatch.setattr(OutboxSender, "run", broken)
+    from bot.app import Runtime
+
+    runtime = Runtime(harness.config, clock=harness.clock)
+    runtime.sender.restart_backoff = Backoff(base=0.01, cap=0.01)
+    await runtime.start()
+    await asyncio.wait_for(runtime.wait(), 10)  # the poller stops by itself
+    await runtime.stop()
+    runtime.engine.dispose()
+    assert isinstance(runtime.failure, RuntimeError)
+    assert runs == 6  # the first run and 5 restarts
