@@ -258,11 +258,17 @@ class OutboxSender:
             lease_now = outbox.db_now(session)
             rows = outbox.claim_due(session, now, limit, self.lease, lease_now=lease_now,
                                     skip=list(self._in_flight))
-            claimed = [
-                Claimed(r.id, r.chat_id, r.method, outbox.payload_of(r, self.deps.keyring), r.attempts,
-                        r.purpose, r.broadcast_id, r.tip_id)
-                for r in rows
-            ]
+            claimed = []
+            for r in rows:
+                try:
+                    payload = outbox.payload_of(r, self.deps.keyring)
+                except Exception as exc:  # noqa: BLE001 - one unreadable row must not stop the sender
+                    log.error("outbox row %s cannot be read (%s): failed", r.id, type(exc).__name__)
+                    outbox.mark_failed(session, r.id, r.attempts, f"unreadable: {type(exc).__name__}",
+                                       chat_id=r.chat_id)
+                    continue
+                claimed.append(Claimed(r.id, r.chat_id, r.method, payload, r.attempts, r.purpose, r.broadcast_id,
+                                       r.tip_id))
         safe = started + (self.lease - self.request_budget).total_seconds()
         for item in claimed:
             item.safe_until = safe
