@@ -239,6 +239,7 @@ async def test_d_retry_after_longer_than_the_lease_sends_one_copy(rig: Rig, serv
     a.start()
     await server.wait_for(lambda: server.count_429 >= 1 or None, 10, message="the 429")
     b = await rig.sender(**SHORT)
+    b._released = True  # a second process alongside (PostgreSQL's case): it does not release A's rows at start
     b.start()
     await rig.delivered(texts, timeout=30)
     await asyncio.sleep(1.0)  # a late copy would come now
