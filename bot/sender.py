@@ -153,6 +153,7 @@ class OutboxSender:
         self._upload_locks: dict[int, asyncio.Lock] = {}
         self._fits_limiter = getattr(bot, "rate_limiter", None) is not None
         self.restart_backoff = Backoff(base=1.0, cap=30.0)  # between restarts of a dying loop
+        self._expired_checked = float("-inf")
 
     # lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -254,10 +255,12 @@ class OutboxSender:
     def _claim(self, limit: int) -> list[Claimed]:
         now = self.deps.clock.now()
         started = time.monotonic()
+        # Leases that ran out (a sender that died) are looked for once a second, not at
+        # every claim: the claim is then one statement.
+        expired = started - self._expired_checked >= 1.0
         with self.deps.sessions.begin() as session:
-            lease_now = outbox.db_now(session)
-            rows = outbox.claim_due(session, now, limit, self.lease, lease_now=lease_now,
-                                    skip=list(self._in_flight))
+            rows = outbox.claim_due(session, now, limit, self.lease, lease_now=outbox.DB_CLOCK,
+                                    skip=list(self._in_flight), expired=expired)
             claimed = []
             for r in rows:
                 try:
@@ -269,6 +272,8 @@ class OutboxSender:
                     continue
                 claimed.append(Claimed(r.id, r.chat_id, r.method, payload, r.attempts, r.purpose, r.broadcast_id,
                                        r.tip_id))
+        if expired:
+            self._expired_checked = started
         safe = started + (self.lease - self.request_budget).total_seconds()
         for item in claimed:
             item.safe_until = safe

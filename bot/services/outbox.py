@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.security import Keyring
 from storage.models import OutboxMessage
@@ -210,55 +209,57 @@ def db_now(session: Session) -> datetime:
     return datetime.now(UTC)
 
 
+DB_CLOCK = "db"  # `claim_due(lease_now=DB_CLOCK)`: leases from the database's own clock
+
+
 def claim_due(session: Session, now: datetime, limit: int, lease: timedelta, *,
-              lease_now: datetime | None = None, skip: Iterable[int] = ()) -> list[OutboxMessage]:
+              lease_now: datetime | str | None = None, skip: Iterable[int] = (),
+              expired: bool = True) -> list[OutboxMessage]:
     """Heads due now (oldest first) and rows whose lease ran out, leased to this sender.
 
-    `now` is the sender's clock (compared with `ready_at`, which it set), `lease_now` the
-    database's (`db_now`), for the leases. A `sending` row whose lease ran out belonged to
-    a sender that died or lost touch: it is taken again. On PostgreSQL `SKIP LOCKED` lets
+    `now` is the sender's clock (compared with `ready_at`, which it set); leases are
+    compared and set with `lease_now`: `DB_CLOCK` for the database's clock (PostgreSQL's
+    `clock_timestamp()`, in the statement itself; on SQLite, one process on one machine,
+    the machine's), or a given time (tests). A `sending` row whose lease ran out belonged
+    to a sender that died or lost touch: it is taken again (`expired=False` skips that
+    look, which a sender needs only now and then). Each part is one statement, an UPDATE
+    of the rows an index range finds (RETURNING them); on PostgreSQL `SKIP LOCKED` lets
     two processes share the work without sending a row twice.
     """
-    lease_now = lease_now or now
     postgres = is_postgres(session)
-    expired = (
-        select(OutboxMessage)
-        .where(OutboxMessage.lease_until <= lease_now, OutboxMessage.status == "sending")
-        .order_by(OutboxMessage.lease_until, OutboxMessage.id)
-        .limit(limit)
-    )
-    skip = list(skip)
-    if skip:  # rows this sender still has in hand (an outcome waiting for the database)
-        expired = expired.where(OutboxMessage.id.not_in(skip))
-    if postgres:
-        expired = expired.with_for_update(skip_locked=True)
-    rows = list(session.scalars(expired))
+    if lease_now is None:
+        lease_now = now
+    clock: Any
+    if lease_now == DB_CLOCK:
+        clock = func.clock_timestamp() if postgres else datetime.now(UTC)
+    else:
+        clock = lease_now
+    rows: list[OutboxMessage] = []
+    if expired:
+        rows += _take(session, limit, postgres, clock, lease,
+                      (OutboxMessage.lease_until <= clock, OutboxMessage.status == "sending",
+                       *((OutboxMessage.id.not_in(list(skip)),) if skip else ())),
+                      (OutboxMessage.lease_until, OutboxMessage.id))
     if len(rows) < limit:
-        ready = (
-            select(OutboxMessage)
-            .where(OutboxMessage.ready_at <= now, OutboxMessage.status == "pending")
-            .order_by(OutboxMessage.ready_at, OutboxMessage.id)
-            .limit(limit - len(rows))
-        )
-        if postgres:
-            ready = ready.with_for_update(skip_locked=True)
-        rows += list(session.scalars(ready))
+        rows += _take(session, limit - len(rows), postgres, clock, lease,
+                      (OutboxMessage.ready_at <= now, OutboxMessage.status == "pending"),
+                      (OutboxMessage.ready_at, OutboxMessage.id))
     rows.sort(key=lambda r: r.id)
-    if not rows:
-        return rows
-    until = lease_now + lease
-    # One statement for all of them (not one per row).
-    session.execute(
-        update(OutboxMessage).where(OutboxMessage.id.in_([r.id for r in rows]))
-        .values(status="sending", ready_at=None, lease_until=until, attempts=OutboxMessage.attempts + 1)
-        .execution_options(synchronize_session=False)
-    )
-    for row in rows:
-        set_committed_value(row, "status", "sending")
-        set_committed_value(row, "ready_at", None)
-        set_committed_value(row, "lease_until", until)
-        set_committed_value(row, "attempts", row.attempts + 1)
     return rows
+
+
+def _take(session: Session, limit: int, postgres: bool, clock: Any, lease: timedelta, where: tuple[Any, ...],
+          order: tuple[Any, ...]) -> list[OutboxMessage]:
+    wanted = select(OutboxMessage.id).where(*where).order_by(*order).limit(limit)
+    if postgres:
+        wanted = wanted.with_for_update(skip_locked=True)
+    taken = (
+        update(OutboxMessage).where(OutboxMessage.id.in_(wanted.scalar_subquery()))
+        .values(status="sending", ready_at=None, lease_until=clock + lease, attempts=OutboxMessage.attempts + 1)
+        .returning(OutboxMessage)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    return list(session.scalars(taken))
 
 
 def renew(session: Session, held: Iterable[tuple[int, int]], until: datetime) -> set[int]:
