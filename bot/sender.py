@@ -3,8 +3,8 @@
 The sender runs as one asyncio task beside the bot, under `supervise` (restarted if it
 dies; if it keeps dying the process exits non-zero). Its database work (claims, outcomes,
 leases) runs in a worker thread of its own, never on the event loop. It leases due rows,
-sends them through the bot (whose rate limiter paces every request) and records each
-outcome in its own short transaction:
+sends them through the bot (whose rate limiter paces every request) and records the
+outcomes in short transactions, a batch at a time:
 
 - delivered: `sent`, with Telegram's message id (later rows may reply to it or edit it);
 - `RetryAfter`: handed straight back by the limiter (which pauses every request), and
@@ -47,6 +47,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import (
@@ -103,7 +104,7 @@ class Claimed:
     # monotonic moment after which the lease may have less than REQUEST_BUDGET left
     safe_until: float = 0.0
     lost: bool = False
-    outcome: Callable[[], None] | None = field(default=None, repr=False)  # to record, once the DB answers
+    outcome: Callable[[Session], None] | None = field(default=None, repr=False)  # to record (in a batch)
 
 
 def markup(rows: list[list[dict[str, str]]] | None) -> InlineKeyboardMarkup | None:
@@ -141,6 +142,9 @@ class OutboxSender:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
+        self._recorder_task: asyncio.Task[None] | None = None
+        self._outcomes: list[tuple[Claimed, asyncio.Future[None]]] = []
+        self._record_wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tipline-outbox-db")
         self._in_flight: dict[int, Claimed] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -162,6 +166,7 @@ class OutboxSender:
             supervise("outbox sender", self.run, on_give_up=self.on_give_up, backoff=self.restart_backoff),
             name="tipline-outbox")
         self._renewer = asyncio.create_task(self._renew_loop(), name="tipline-outbox-leases")
+        self._recorder_task = asyncio.create_task(self._recorder(), name="tipline-outbox-recorder")
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -172,17 +177,18 @@ class OutboxSender:
         # Let messages already handed to Telegram finish and be recorded.
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+        for helper in (self._renewer, self._recorder_task):
+            if helper is not None:
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
         with contextlib.suppress(ValueError):
             self.deps.wake_sender.remove(self.wake)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def kill(self) -> None:
         """Stop at once, recording nothing (tests: a crash)."""
-        for task in (self._task, self._renewer, *self._tasks):
+        for task in (self._task, self._renewer, self._recorder_task, *self._tasks):
             if task is not None:
                 task.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -233,18 +239,6 @@ class OutboxSender:
         if self._db_backoff.attempts:
             self._db_backoff.reset()
             self._log.recovered("db", "outbox: database reachable again")
-
-    async def drain(self, timeout: float = 30.0) -> None:
-        """Deliver everything due now (used by the CLI and tests)."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        while loop.time() < end:
-            claimed = self._claim(self.concurrency)
-            if not claimed:
-                return
-            for item in claimed:
-                self._in_flight[item.id] = item
-            await asyncio.gather(*(self._deliver(c) for c in claimed))
 
     def _release_dead(self) -> int:
         with self.deps.sessions.begin() as session:
@@ -328,7 +322,7 @@ class OutboxSender:
         item.outcome = outcome
         await self._record(item)
 
-    async def _attempt(self, item: Claimed) -> Callable[[], None] | None:
+    async def _attempt(self, item: Claimed) -> Callable[[Session], None] | None:
         """Send the row; returns the database work that records what happened."""
         try:
             message = await self._call(item)
@@ -366,22 +360,59 @@ class OutboxSender:
             return partial(self._done, item, mid)
 
     async def _record(self, item: Claimed) -> None:
-        """Record the outcome; while the database is away, keep trying (the lease is
-        renewed meanwhile, and nobody else takes the row)."""
-        assert item.outcome is not None
+        """Hand the outcome to the recorder and wait until it is committed."""
+        done = asyncio.get_running_loop().create_future()
+        self._outcomes.append((item, done))
+        self._record_wake.set()
+        await done
+
+    async def _recorder(self) -> None:
+        """Records outcomes in batches, one transaction each (not one commit per message);
+        while the database is away, keeps trying (the leases are renewed meanwhile, and
+        nobody else takes those rows)."""
         backoff = Backoff(base=0.2, cap=10.0)
         while True:
+            await self._record_wake.wait()
+            self._record_wake.clear()
+            while self._outcomes:
+                batch = self._outcomes[:64]
+                try:
+                    await self._db(self._apply, [item for item, _ in batch])
+                except DB_ERRORS as exc:
+                    self._log("db", logging.ERROR, "outbox: database unavailable (%s while recording): retrying",
+                              type(exc).__name__)
+                    await asyncio.sleep(backoff.next_delay())
+                    continue
+                except RuntimeError:  # the worker pool is shut down (stopping, or a crash in tests)
+                    return
+                backoff.reset()
+                del self._outcomes[: len(batch)]
+                for item, done in batch:
+                    self._in_flight.pop(item.id, None)
+                    if not done.done():
+                        done.set_result(None)
+                self._wake.set()
+
+    def _apply(self, items: list[Claimed]) -> None:
+        try:
+            with self.deps.sessions.begin() as session:
+                for item in items:
+                    assert item.outcome is not None
+                    item.outcome(session)
+            return
+        except DB_ERRORS:
+            raise
+        except Exception:  # noqa: BLE001 - one outcome is broken: record each on its own
+            pass
+        for item in items:  # each is idempotent: one already recorded is not recorded again
             try:
-                await self._db(item.outcome)
-                break
-            except DB_ERRORS as exc:
-                self._log("db", logging.ERROR, "outbox: database unavailable (%s while recording): retrying",
-                          type(exc).__name__)
-                await asyncio.sleep(backoff.next_delay())
-            except RuntimeError:  # the worker pool is shut down (a crash in tests)
-                return
-        self._in_flight.pop(item.id, None)
-        self._wake.set()
+                with self.deps.sessions.begin() as session:
+                    assert item.outcome is not None
+                    item.outcome(session)
+            except DB_ERRORS:
+                raise
+            except Exception:  # noqa: BLE001 - the row comes back when its lease runs out
+                log.exception("outbox row %s: its outcome could not be recorded", item.id)
 
     def _kwargs(self) -> dict[str, Any]:
         extra: dict[str, Any] = dict(TIMEOUTS)
@@ -467,32 +498,28 @@ class OutboxSender:
         return float(min(600, 2 ** min(attempts, 12) / 4))
 
     # outcomes (run in the worker thread) -------------------------------------------------
-    def _done(self, item: Claimed, message_id: int | None) -> None:
-        with self.deps.sessions.begin() as session:
-            if outbox.mark_sent(session, item.id, item.attempts, self.deps.clock.now(), message_id,
-                                chat_id=item.chat_id):
-                self.delivered += 1
+    def _done(self, item: Claimed, message_id: int | None, session: Session) -> None:
+        if outbox.mark_sent(session, item.id, item.attempts, self.deps.clock.now(), message_id, chat_id=item.chat_id):
+            self.delivered += 1
 
-    def _retry(self, item: Claimed, delay: float, error: str, *, count: bool = True) -> None:
+    def _retry(self, item: Claimed, delay: float, error: str, session: Session, *, count: bool = True) -> None:
         now = self.deps.clock.now()
-        with self.deps.sessions.begin() as session:
-            if count and item.attempts >= self.deps.config.telegram.max_send_attempts:
-                log.error("outbox row %s given up after %s attempts: %s", item.id, item.attempts, error[:200])
-                if outbox.mark_failed(session, item.id, item.attempts, f"gave up: {error}", chat_id=item.chat_id):
-                    self.failed += 1
-                    self._tell_office(session, item, f"gave up after {item.attempts} attempts: {error}")
-            elif not count:
-                # Not the row's fault (Telegram's pace, the database): the try is not counted.
-                outbox.requeue(session, item.id, item.attempts, now + timedelta(seconds=delay), error)
-            else:
-                outbox.mark_retry(session, item.id, item.attempts, now + timedelta(seconds=delay), error)
-
-    def _refused(self, item: Claimed, error: str) -> None:
-        log.error("outbox row %s refused for good: %s", item.id, error[:200])
-        with self.deps.sessions.begin() as session:
-            if outbox.mark_failed(session, item.id, item.attempts, error, chat_id=item.chat_id):
+        if count and item.attempts >= self.deps.config.telegram.max_send_attempts:
+            log.error("outbox row %s given up after %s attempts: %s", item.id, item.attempts, error[:200])
+            if outbox.mark_failed(session, item.id, item.attempts, f"gave up: {error}", chat_id=item.chat_id):
                 self.failed += 1
-                self._tell_office(session, item, error)
+                self._tell_office(session, item, f"gave up after {item.attempts} attempts: {error}")
+        elif not count:
+            # Not the row's fault (Telegram's pace, the database): the try is not counted.
+            outbox.requeue(session, item.id, item.attempts, now + timedelta(seconds=delay), error)
+        else:
+            outbox.mark_retry(session, item.id, item.attempts, now + timedelta(seconds=delay), error)
+
+    def _refused(self, item: Claimed, error: str, session: Session) -> None:
+        log.error("outbox row %s refused for good: %s", item.id, error[:200])
+        if outbox.mark_failed(session, item.id, item.attempts, error, chat_id=item.chat_id):
+            self.failed += 1
+            self._tell_office(session, item, error)
 
     def _tell_office(self, session: Any, item: Claimed, error: str) -> None:
         """The office learns of a message that will never arrive (once per broadcast)."""
@@ -509,27 +536,24 @@ class OutboxSender:
                            chat_id=target.chat_id, method="send_message", payload={"text": text},
                            purpose="undeliverable", tip_id=item.tip_id)
 
-    def _blocked(self, item: Claimed, error: str) -> None:
-        with self.deps.sessions.begin() as session:
-            if outbox.mark_failed(session, item.id, item.attempts, error, chat_id=item.chat_id):
-                self.failed += 1
-            session.execute(update(TeamChat).where(TeamChat.chat_id == item.chat_id).values(active=False))
-            session.execute(update(Staff).where(Staff.telegram_user_id == item.chat_id).values(active=False))
-            # What is still queued for the chat would meet the same 403: give it up now.
-            outbox.fail_open_rows(session, item.chat_id, "chat blocked the bot or removed it")
+    def _blocked(self, item: Claimed, error: str, session: Session) -> None:
+        if outbox.mark_failed(session, item.id, item.attempts, error, chat_id=item.chat_id):
+            self.failed += 1
+        session.execute(update(TeamChat).where(TeamChat.chat_id == item.chat_id).values(active=False))
+        session.execute(update(Staff).where(Staff.telegram_user_id == item.chat_id).values(active=False))
+        # What is still queued for the chat would meet the same 403: give it up now.
+        outbox.fail_open_rows(session, item.chat_id, "chat blocked the bot or removed it")
         log.warning("chat %s blocked the bot or removed it: marked inactive", item.chat_id)
 
-    def _migrated(self, item: Claimed, new_chat_id: int) -> None:
+    def _migrated(self, item: Claimed, new_chat_id: int, session: Session) -> None:
         """A basic group became a supergroup: the binding follows, and so does the queue."""
         now = self.deps.clock.now()
-        with self.deps.sessions.begin() as session:
-            if not outbox.requeue(session, item.id, item.attempts, now, f"chat migrated to {new_chat_id}"):
-                return
-            taken = session.query(TeamChat).filter(TeamChat.chat_id == new_chat_id).first()
-            if taken is None:
-                session.execute(update(TeamChat).where(TeamChat.chat_id == item.chat_id)
-                                .values(chat_id=new_chat_id))
-            else:  # bound again already under the new id: the old binding is gone
-                session.execute(update(TeamChat).where(TeamChat.chat_id == item.chat_id).values(active=False))
-            outbox.move_chat(session, item.chat_id, new_chat_id, now)
+        if not outbox.requeue(session, item.id, item.attempts, now, f"chat migrated to {new_chat_id}"):
+            return
+        taken = session.query(TeamChat).filter(TeamChat.chat_id == new_chat_id).first()
+        if taken is None:
+            session.execute(update(TeamChat).where(TeamChat.chat_id == item.chat_id).values(chat_id=new_chat_id))
+        else:  # bound again already under the new id: the old binding is gone
+            session.execute(update(TeamChat).where(TeamChat.chat_id == item.chat_id).values(active=False))
+        outbox.move_chat(session, item.chat_id, new_chat_id, now)
         log.warning("group %s became supergroup %s: its binding and queue moved", item.chat_id, new_chat_id)
