@@ -80,10 +80,14 @@ MEDIA_METHODS = {
     "send_audio": "audio",
 }
 
-# The longest one request may take once it leaves the limiter: pool + connect + write +
-# read. A lease must have at least this much left when a request leaves.
-TIMEOUTS = {"pool_timeout": 2.0, "connect_timeout": 3.0, "write_timeout": 10.0, "read_timeout": 5.0}
-REQUEST_BUDGET = timedelta(seconds=sum(TIMEOUTS.values()))
+# The longest one request may take once it leaves the limiter (pool + connect + write +
+# read), as shares of the lease: two thirds of it in all (20 s of the default 30 s). A
+# lease must have at least this much left when a request leaves.
+TIMEOUT_SHARES = {"pool_timeout": 1 / 15, "connect_timeout": 1 / 10, "write_timeout": 1 / 3, "read_timeout": 1 / 6}
+
+
+def request_timeouts(lease: timedelta) -> dict[str, float]:
+    return {name: share * lease.total_seconds() for name, share in TIMEOUT_SHARES.items()}
 DB_ERRORS = (SQLAlchemyError, OSError)
 
 
@@ -101,7 +105,7 @@ class Claimed:
     purpose: str = ""
     broadcast_id: int | None = None
     tip_id: int | None = None
-    # monotonic moment after which the lease may have less than REQUEST_BUDGET left
+    # monotonic moment after which the lease may have less left than one request may take
     safe_until: float = 0.0
     lost: bool = False
     outcome: Callable[[Session], None] | None = field(default=None, repr=False)  # to record (in a batch)
@@ -122,12 +126,17 @@ class OutboxSender:
         deps: Deps,
         *,
         concurrency: int = 16,
-        lease: timedelta = timedelta(seconds=30),
-        renew_every: float = 3.0,
+        lease: timedelta | None = None,
+        renew_every: float | None = None,
         idle_poll: float = 1.0,
-        request_budget: timedelta = REQUEST_BUDGET,
+        request_budget: timedelta | None = None,
         on_give_up: Callable[[BaseException], None] | None = None,
     ) -> None:
+        lease = lease or timedelta(seconds=deps.config.telegram.send_lease_seconds)
+        self.timeouts = request_timeouts(lease)
+        if request_budget is None:
+            request_budget = timedelta(seconds=sum(self.timeouts.values()))
+        renew_every = renew_every or lease.total_seconds() / 10
         if lease <= request_budget:
             raise ValueError("the lease must outlast one request")
         self.bot = bot
@@ -415,7 +424,7 @@ class OutboxSender:
                 log.exception("outbox row %s: its outcome could not be recorded", item.id)
 
     def _kwargs(self) -> dict[str, Any]:
-        extra: dict[str, Any] = dict(TIMEOUTS)
+        extra: dict[str, Any] = dict(self.timeouts)
         if self._fits_limiter:
             extra["rate_limit_args"] = 0  # RetryAfter comes back here at once, not retried in the limiter
         return extra

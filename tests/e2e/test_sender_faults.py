@@ -43,7 +43,8 @@ from tests.fakebot import ApiError, FakeBotAPI
 
 from tests.e2e.conftest import TOKEN, e2e_config
 
-SHORT = {"lease": timedelta(seconds=3), "renew_every": 0.3, "request_budget": timedelta(seconds=1.5)}
+# A 3 s lease (requests get 2 s of it), renewed every 0.3 s: a crashed sender's rows come back soon.
+SHORT = {"lease": timedelta(seconds=3), "renew_every": 0.3}
 
 
 def plain_texts(server: FakeBotAPI) -> list[str]:
@@ -121,7 +122,7 @@ async def test_b_telegram_failing_every_way(rig: Rig, server: FakeBotAPI, caplog
     behaves the same, each request timing out and tried again), then a stream of 429s."""
     caplog.set_level(logging.WARNING)
     texts = rig.queue([7001 + i for i in range(10)], 3)
-    sender = await rig.sender()
+    sender = await rig.sender(lease=timedelta(seconds=30))  # production's: a 5 s read timeout
     server.delay = 6.0  # the stall
     sender.start()
     await asyncio.sleep(6.0)
