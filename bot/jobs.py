@@ -21,6 +21,7 @@ from datetime import datetime
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from bot import liveness
 from bot.deps import Deps
 from bot.services import deadlines, delivery, notify, outbox
 from bot.services.office import office_targets
@@ -204,6 +205,7 @@ async def tick(context) -> None:  # type: ignore[no-untyped-def]
     """The JobQueue callback: sweep due steps, deliver tipsters' news, wake the sender.
     The sweep and the news are separate error boundaries: one failing does not stop the other."""
     deps: Deps = context.bot_data["deps"]
+    liveness.beat("scheduler")
     handled = await guard(context, "due-step sweep").run(lambda: asyncio.to_thread(sweep_due_steps, deps))
     told = await guard(context, "news for tipsters").run(lambda: notify.deliver(deps, context.bot))
     if handled:

@@ -21,6 +21,7 @@ from typing import Any
 from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
 
+from bot import metrics
 from bot.supervise import ThrottledLog
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,7 @@ class PacingRateLimiter(BaseRateLimiter[int]):
                 self.retry_after_count += 1
                 pause = retry_after_seconds(exc) + 0.1
                 self._paused_until = max(self._paused_until, self._now() + pause)
+                metrics.retry_after(pause)
                 self._throttled("429", logging.WARNING, "Telegram asked to slow down: pausing all requests for %.1f s",
                                 pause)
                 if attempt == retries:

@@ -60,6 +60,7 @@ from telegram.error import (
     TelegramError,
 )
 
+from bot import liveness
 from bot.deps import Deps
 from bot.ratelimit import SEND_GUARD, retry_after_seconds
 from bot.services import outbox
@@ -212,6 +213,7 @@ class OutboxSender:
     # the loop ------------------------------------------------------------------------
     async def run(self) -> None:
         while not self._stopping.is_set():
+            liveness.beat("sender")
             try:
                 if not self._released:
                     released = await self._db(self._release_dead)
