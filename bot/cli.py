@@ -1,6 +1,7 @@
 """`tipline ...`: run the bot and administer it from the shell (the accountability office).
 
     tipline run                         start the bot (creates/upgrades the database first)
+    tipline playground [--port N]       the whole campaign in a browser, not connected to Telegram
     tipline migrate                     create or upgrade the database only
     tipline invite --role lead --team 3 a one-time code for /join in a private chat
     tipline invite --group --team 3     a one-time code that binds a team's Telegram group
@@ -47,9 +48,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bot.app import serve
 
     config = _config(args)
+    if args.playground_without_token and not config.telegram.token:
+        print("tipline: no bot token (telegram.token or TIPLINE_BOT_TOKEN): starting the playground, "
+              "which is not connected to Telegram", file=sys.stderr)
+        return _playground(args, args.config or os.environ.get("TIPLINE_CONFIG") or "config.toml")
     require_secrets(config)  # before logging is set up: a plain message, at once
     logs.configure(config.logging.level)
     asyncio.run(serve(config))  # StartupError: one line and its exit status (main)
+    return 0
+
+
+def cmd_playground(args: argparse.Namespace) -> int:
+    path = args.config or os.environ.get("TIPLINE_CONFIG") or "config.toml"
+    _config(args) if os.path.exists(path) else None  # a broken file is refused with its key named
+    return _playground(args, path)
+
+
+def _playground(args: argparse.Namespace, path: str) -> int:
+    from bot.playground.core import Playground, base_data, run_forever
+
+    logs.configure("WARNING")
+    data = base_data(path)
+    playground = Playground(data, port=getattr(args, "port", None), language=getattr(args, "lang", None))
+
+    def announce(pg: Playground) -> None:
+        print(f"tipline playground (not connected to Telegram): open {pg.url}", flush=True)
+        print(f"its data: {pg.data_dir}/ ; stop with Ctrl+C", file=sys.stderr, flush=True)
+
+    try:
+        asyncio.run(run_forever(playground, announce))
+    except OSError as exc:
+        raise ConfigError(f"playground.port: cannot serve on 127.0.0.1: {exc.strerror or exc}; "
+                          "choose another with --port") from None
     return 0
 
 
@@ -223,7 +253,14 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tipline", description="tipline: an anonymous tip line on Telegram")
     p.add_argument("--config", help="configuration file (default: $TIPLINE_CONFIG or ./config.toml)")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="start the bot").set_defaults(func=cmd_run)
+    run = sub.add_parser("run", help="start the bot")
+    run.add_argument("--playground-without-token", action="store_true",
+                     help="with no bot token configured, start the playground instead (scripts/run)")
+    run.set_defaults(func=cmd_run)
+    pgd = sub.add_parser("playground", help="the whole campaign in a browser, not connected to Telegram")
+    pgd.add_argument("--port", type=int, help="the page's port on 127.0.0.1 (default: playground.port)")
+    pgd.add_argument("--lang", choices=("zh-CN", "en"), help="the page's and the bot's language")
+    pgd.set_defaults(func=cmd_playground)
     sub.add_parser("migrate", help="create or upgrade the database").set_defaults(func=cmd_migrate)
     inv = sub.add_parser("invite", help="print a one-time invite code")
     inv.add_argument("--role", choices=("lead", "member", "office", "official"), default="member")

@@ -279,6 +279,12 @@ class LoggingConfig(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class PlaygroundConfig(_Model):
+    port: int = Field(default=8080, ge=0, le=65535)
+    data_dir: str = "data/playground"
+    language: Literal["zh-CN", "en"] = "zh-CN"
+
+
 class Config(_Model):
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
@@ -292,6 +298,7 @@ class Config(_Model):
     officials: OfficialsConfig = Field(default_factory=OfficialsConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    playground: PlaygroundConfig = Field(default_factory=PlaygroundConfig)
     categories: list[CategoryConfig] = Field(min_length=1)
     units: list[UnitConfig] = Field(min_length=1)
     teams: list[TeamConfig] = Field(min_length=1)
