@@ -249,6 +249,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_days(value: str) -> int:
+    try:
+        days = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of days") from None
+    if not 1 <= days <= 365:
+        raise argparse.ArgumentTypeError(f"{days} is not between 1 and 365 days")
+    return days
+
+
+def _iso_date(value: str) -> str:
+    from datetime import date
+
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date like 2026-11-20") from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tipline", description="tipline: an anonymous tip line on Telegram")
     p.add_argument("--config", help="configuration file (default: $TIPLINE_CONFIG or ./config.toml)")
@@ -267,7 +286,7 @@ def parser() -> argparse.ArgumentParser:
     inv.add_argument("--team", type=int)
     inv.add_argument("--group", action="store_true", help="a code that binds a team's Telegram group")
     inv.add_argument("--office", action="store_true", help="with --group: bind the accountability office's group")
-    inv.add_argument("--days", type=int, default=7, help="days the code stays valid (default 7)")
+    inv.add_argument("--days", type=_positive_days, default=7, help="days the code stays valid (default 7)")
     inv.add_argument("--list", action="store_true", help="list unused invite codes (by number)")
     inv.add_argument("--all", action="store_true", help="with --list: used, expired and revoked codes too")
     inv.add_argument("--revoke", metavar="CODE", help="revoke an unused code (the code, or its number from --list)")
@@ -280,7 +299,8 @@ def parser() -> argparse.ArgumentParser:
     bst.add_argument("--limit", type=int, default=20, help="the latest N broadcasts (default 20)")
     bst.set_defaults(func=cmd_broadcast_status)
     smr = sub.add_parser("summary", help="print the daily summary's figures (nothing is sent)")
-    smr.add_argument("--date", help="the summary's date, YYYY-MM-DD (default: the latest one due)")
+    smr.add_argument("--date", type=_iso_date,
+                     help="the summary's date, YYYY-MM-DD (default: the period that ended last)")
     smr.add_argument("--en", action="store_true", help="in English")
     smr.set_defaults(func=cmd_summary)
     sub.add_parser("keygen", help="print a new pepper and data key").set_defaults(func=cmd_keygen)

@@ -116,6 +116,9 @@ class IntakeConfig(_Model):
     receipt_backoff_max_seconds: float = Field(default=900.0, ge=0.0, le=86400)
     # Flood control for citizens' chats: messages per minute before tipline stops answering for a while.
     flood_messages_per_minute: int = Field(default=40, ge=5, le=1000)
+    # A receipt code that could not be sent is tried again for this long, then given up (the tip
+    # is marked and the office told).
+    receipt_delivery_hours: float = Field(default=24.0, gt=0, le=24 * 30)
     # Voice messages carry the speaker's voice, which no cleaning removes.
     voice: Literal["refuse", "accept"] = "refuse"
 

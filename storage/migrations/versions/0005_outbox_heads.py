@@ -1,7 +1,7 @@
 """outbox heads: ready_at and the indexes of an O(1) claim; attempts of due steps and news
 
 Revision ID: 0005
-Revises: 0009
+Revises: 0006
 Create Date: 2026-11-27 13:10:00
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import storage.models
 
 revision: str = "0005"
-down_revision: str | None = "0009"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
