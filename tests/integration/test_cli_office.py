@@ -154,6 +154,27 @@ def test_audit_prints_the_trail_and_the_public_timeline(cli: Any, deps: Deps, cl
         assert session.scalar(select(func.count(AuditEntry.id)).where(AuditEntry.action == "viewed_audit")) == 1
 
 
+def test_audit_and_export_show_a_tip_whose_receipt_never_arrived(cli: Any, deps: Deps, tmp_path: Path) -> None:
+    from bot.services import receipts
+    from storage.models import PendingReceipt
+
+    assert cli("enter", "--channel", "mail", "--category", "absence", "--unit", "dingchang", "--place", "大厅",
+               "--text", TEXT)[0] == 0
+    with deps.sessions.begin() as session:  # a receipt kept for delivery, then given up
+        receipts.keep(session, deps, 1, receipts.Receipt(chat_id=1, code="0000", lang="zh-CN", kind="citizen"),
+                      deps.clock.now())
+    with deps.sessions.begin() as session:
+        assert receipts.failed(session, deps, 1, deps.clock.now(), permanent=True, reason="Forbidden")
+        assert session.get(PendingReceipt, 1) is None
+    status, out, err = cli("audit", "1")
+    assert status == 0, err
+    assert "receipt code: NOT delivered" in out and "receipt_undelivered Forbidden" in out
+    out_file = tmp_path / "cases.csv"
+    assert cli("export", "--out", str(out_file))[0] == 0
+    rows = list(csv.reader(io.StringIO(out_file.read_bytes().decode("utf-8-sig"))))
+    assert rows[1][rows[0].index("receipt_delivered")] == "no"
+
+
 def test_audit_of_an_unknown_tip_is_an_error(cli: Any, deps: Deps) -> None:
     status, out, err = cli("audit", "42")
     assert (status, out) == (2, "") and "no tip #42" in err
