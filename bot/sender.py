@@ -156,6 +156,9 @@ class OutboxSender:
         self._outcomes: list[tuple[Claimed, asyncio.Future[None]]] = []
         self._record_wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tipline-outbox-db")
+        # Outcomes have a thread of their own: the time between Telegram's answer and the
+        # commit that records it (the one window for a duplicate) never waits behind a claim.
+        self._record_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tipline-outbox-record")
         self._in_flight: dict[int, Claimed] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._log = ThrottledLog(log)
@@ -195,6 +198,7 @@ class OutboxSender:
         with contextlib.suppress(ValueError):
             self.deps.wake_sender.remove(self.wake)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._record_pool.shutdown(wait=False, cancel_futures=True)
 
     def kill(self) -> None:
         """Stop at once, recording nothing (tests: a crash)."""
@@ -202,6 +206,7 @@ class OutboxSender:
             if task is not None:
                 task.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._record_pool.shutdown(wait=False, cancel_futures=True)
 
     def wake(self) -> None:
         self._wake.set()
@@ -388,7 +393,8 @@ class OutboxSender:
             while self._outcomes:
                 batch = self._outcomes[:64]
                 try:
-                    await self._db(self._apply, [item for item, _ in batch])
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._record_pool, self._apply, [item for item, _ in batch])
                 except DB_ERRORS as exc:
                     self._log("db", logging.ERROR, "outbox: database unavailable (%s while recording): retrying",
                               type(exc).__name__)
