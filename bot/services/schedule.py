@@ -32,6 +32,8 @@ from bot.services import broadcast, bulletins
 from bot.services.officials import recipients
 from bot.services.summary import chart_png, compute, escalations
 from bot.splitting import split_html
+from storage import rollup
+from storage.db import refresh_statistics
 from storage.models_officials import ScheduledRun
 
 log = logging.getLogger(__name__)
@@ -80,14 +82,27 @@ def next_bulletin_run(config: Config, now: datetime) -> datetime:
 
 
 def run_due(deps: Deps, now: datetime | None = None) -> list[tuple[str, str, str]]:
-    """Run every due job whose period is not recorded yet; returns what ran."""
+    """Run every due job whose period is not recorded yet; returns what ran.
+
+    Every tick first folds the summary's pending counter deltas (storage/rollup.py), so
+    they stay a tick's worth and the summary never sums a day of them."""
     now = now or deps.clock.now()
+    with deps.sessions.begin() as session:
+        rollup.fold(session)
     done = []
     for job, period in due_periods(deps.config, now).items():
         outcome = run_job(deps, job, period, now)
         if outcome is not None:
             done.append((job, period, outcome))
+            if job == "summary":
+                optimize(deps)
     return done
+
+
+def optimize(deps: Deps) -> None:
+    """SQLite's planner statistics, refreshed daily after the summary (storage.db)."""
+    with deps.sessions.begin() as session:
+        refresh_statistics(session.connection())
 
 
 def already_ran(session: Session, job: str, period: str) -> bool:
