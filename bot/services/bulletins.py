@@ -138,15 +138,20 @@ def send_draft(session: Session, deps: Deps, now: datetime, b: Bulletin) -> int:
     lines = case_lines(session, deps, b)
     revision = hashlib.sha256(f"{b.breach_ids}|{b.note}|{b.status}".encode()).hexdigest()[:12]
     rows = 0
+    # Rendered and split once per language, not once per office member: with thousands of
+    # cases waiting, rendering and splitting is nearly all of the job's time.
+    rendered: dict[str, tuple[list[str], object]] = {}
     for target in office_targets(session, deps):
-        parts = split_html(render_message(deps, target.lang, b, lines, draft=True))
+        if target.lang not in rendered:
+            rendered[target.lang] = (split_html(render_message(deps, target.lang, b, lines, draft=True)),
+                                     outbox.keyboard_payload(draft_buttons(deps, target.lang, b)))
+        parts, buttons = rendered[target.lang]
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             outbox.enqueue(
                 session, deps.keyring, now, dedupe_key=f"draft:{b.id}:{revision}:{target.chat_id}:{i}",
                 chat_id=target.chat_id, method="send_message",
-                payload={"text": part, "buttons": outbox.keyboard_payload(draft_buttons(deps, target.lang, b))
-                         if last else None},
+                payload={"text": part, "buttons": buttons if last else None},
                 purpose="bulletin_draft",
             )
             rows += 1
