@@ -49,4 +49,6 @@ def test_the_bulletin_draft_is_rendered_and_split_once_per_language(deps: Deps, 
             assert "某059" * 8 in "".join(p["text"] for p in items)
         assert by_chat[6100] == by_chat[6101] and by_chat[6102] == by_chat[6104]
         assert s.scalar(select(func.count()).select_from(Bulletin)) == 1
-        assert bulletins.open_draft(s) is not None
+        bulletins.send_draft(s, deps, clock.now(), b)  # the same revision again: nothing more queued
+        assert s.scalar(select(func.count()).select_from(OutboxMessage)
+                        .where(OutboxMessage.purpose == "bulletin_draft")) == len(rows)
