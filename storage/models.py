@@ -112,6 +112,9 @@ class Tip(Base):
     __table_args__ = (
         # The daily summary reads only the rows around its period (storage/rollup.py):
         # deadlines still ahead, acknowledgements after the period, the open cases.
+        # the summary's day of tips read from the index alone (the index on created_at before)
+        Index("ix_tips_created_cover", "created_at", "category", "unit_key", "team_number", "ack_due_at",
+              "acknowledged_at"),
         Index("ix_tips_ack_due_at", "ack_due_at"),
         Index("ix_tips_acknowledged_at", "acknowledged_at"),
         Index("ix_tips_open", "closed_at", "outcome_due_at"),
@@ -129,7 +132,7 @@ class Tip(Base):
     team_number: Mapped[int] = mapped_column(Integer, index=True)
     route_rule: Mapped[str] = mapped_column(String(64))
     route_reason: Mapped[str] = mapped_column(String(256))
-    created_at: Mapped[datetime] = mapped_column(index=True)
+    created_at: Mapped[datetime]
     routed_at: Mapped[datetime]
     ack_due_at: Mapped[datetime]
     acknowledged_at: Mapped[datetime | None]
@@ -259,8 +262,7 @@ class RequiredAction(Base):
     __tablename__ = "required_actions"
     __table_args__ = (
         Index("ix_required_actions_created_at", "created_at"),
-        Index("ix_required_actions_received_at", "received_at"),
-        Index("ix_required_actions_due_at", "due_at"),
+        Index("ix_required_actions_open", "received_at", "due_at"),  # received after, or open and due after
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -19,7 +19,7 @@ from datetime import date, datetime, time, timedelta
 from collections import defaultdict
 from datetime import UTC
 
-from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select
+from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from bot.chart import stacked_bars
@@ -111,6 +111,21 @@ def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
     return case((condition, 1), else_=0)
 
 
+def _plain(column: ColumnElement[datetime]) -> ColumnElement[datetime]:
+    """The column as an expression, which no index serves: keeps a planner (SQLite's,
+    without range statistics) on the index of the range that is narrow."""
+    return func.coalesce(column, column)
+
+
+NEVER = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+def _since(column: ColumnElement[datetime], moment: datetime) -> ColumnElement[bool]:
+    """column >= moment, written as a closed range: SQLite's planner (no range statistics)
+    takes an open range for a quarter of the table and would rather scan it."""
+    return and_(column >= moment, column < NEVER)
+
+
 def _hour(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
@@ -122,19 +137,28 @@ def compute(session: Session, config: Config, period: str) -> Summary:
     s = Summary(period=period, start=start, end=end)
     c = rollup.totals(session)
 
-    # One pass over the tips near the period: created since its start, a deadline still
-    # ahead at its end, or acknowledged after it (three index ranges).
-    after = Tip.created_at >= end
-    acked = Tip.acknowledged_at.is_not(None)
-    on_time = and_(acked, Tip.acknowledged_at <= Tip.ack_due_at)
+    # One pass over the tips near the period: created since its start, or a deadline still
+    # ahead at its end, or acknowledged after it. Three disjoint index ranges in UNION ALL
+    # (an OR of them lets SQLite's planner walk a whole index instead).
+    cols = (Tip.category, Tip.unit_key, Tip.team_number, Tip.created_at, Tip.ack_due_at, Tip.acknowledged_at)
+    near = union_all(
+        select(*cols).where(_since(Tip.created_at, start)),
+        select(*cols).where(_plain(Tip.created_at) < start, _since(Tip.ack_due_at, end)),
+        select(*cols).where(_plain(Tip.created_at) < start, _plain(Tip.ack_due_at) < end,
+                            _since(Tip.acknowledged_at, end)),
+    ).subquery()
+    t = near.c
+    after = t.created_at >= end
+    acked = t.acknowledged_at.is_not(None)
+    on_time = and_(acked, t.acknowledged_at <= t.ack_due_at)
     flags = (
         _flag(after),
-        _flag(_in(Tip.created_at, start, end)),
-        _flag(and_(Tip.created_at < end, Tip.ack_due_at >= end,
-                   Tip.acknowledged_at.is_(None) | (Tip.acknowledged_at >= end))),  # not yet due at the end
-        _flag(and_(on_time, after | (Tip.acknowledged_at >= end))),  # on time, but not by the end
-        _flag(and_(Tip.acknowledged_at.is_(None), after | (Tip.ack_due_at >= end))),  # unacked, not overdue
-        _flag(and_(Tip.acknowledged_at >= end, Tip.ack_due_at < end, Tip.created_at < end)),  # acked late, after
+        _flag(_in(t.created_at, start, end)),
+        _flag(and_(t.created_at < end, t.ack_due_at >= end,
+                   t.acknowledged_at.is_(None) | (t.acknowledged_at >= end))),  # not yet due at the end
+        _flag(and_(on_time, after | (t.acknowledged_at >= end))),  # on time, but not by the end
+        _flag(and_(t.acknowledged_at.is_(None), after | (t.ack_due_at >= end))),  # unacked, not overdue
+        _flag(and_(t.acknowledged_at >= end, t.ack_due_at < end, t.created_at < end)),  # acked late, after
     )
     cat_after: dict[str, int] = defaultdict(int)
     cat_today: dict[str, int] = defaultdict(int)
@@ -146,9 +170,8 @@ def compute(session: Session, config: Config, period: str) -> Summary:
     team_on_time_later: dict[int, int] = defaultdict(int)
     unacked_not_overdue = acked_late_after = 0
     for category, unit, team, f_after, f_today, f_not_due, f_on_time_later, f_unacked, f_late, n in session.execute(
-        select(Tip.category, Tip.unit_key, Tip.team_number, *flags, func.count())
-        .where(or_(Tip.created_at >= start, Tip.ack_due_at >= end, Tip.acknowledged_at >= end))
-        .group_by(Tip.category, Tip.unit_key, Tip.team_number, *flags)
+        select(t.category, t.unit_key, t.team_number, *flags, func.count())
+        .group_by(t.category, t.unit_key, t.team_number, *flags)
     ):
         n, team = int(n), int(team)
         if f_after:
@@ -197,17 +220,17 @@ def compute(session: Session, config: Config, period: str) -> Summary:
     # outcome; a correlated count stays a per-row probe of the (few) open cases.
     has_outcome = (select(func.count()).where(Outcome.tip_id == Tip.id, Outcome.recorded_at < end)
                    .correlate(Tip).scalar_subquery())
-    s.overdue_outcome = int(session.scalar(
-        select(func.count()).select_from(Tip).where(
-            Tip.closed_at.is_(None) | (Tip.closed_at >= end),
-            Tip.outcome_due_at.is_not(None), Tip.outcome_due_at < end, Tip.created_at < end,
-            has_outcome == 0)) or 0)
+    overdue = (Tip.outcome_due_at.is_not(None), Tip.outcome_due_at < end, _plain(Tip.created_at) < end,
+               has_outcome == 0)
+    open_at_end = union_all(select(Tip.id).where(Tip.closed_at.is_(None), *overdue),
+                            select(Tip.id).where(_since(Tip.closed_at, end), *overdue)).subquery()
+    s.overdue_outcome = int(session.scalar(select(func.count()).select_from(open_at_end)) or 0)
 
     def since_start(metric: str, key: ColumnElement, moment: ColumnElement, *where: ColumnElement[bool]
                     ) -> dict[str, Count]:  # type: ignore[type-arg]
         rows = session.execute(
             select(key, func.sum(_flag(moment >= end)), func.sum(_flag(moment < end)))
-            .where(moment >= start, *where).group_by(key)).all()
+            .where(_since(moment, start), *where).group_by(key)).all()
         later = {k: int(a) for k, a, _ in rows}
         today = {k: int(b) for k, _, b in rows}
         return counts(metric, later, today)
@@ -220,20 +243,25 @@ def compute(session: Session, config: Config, period: str) -> Summary:
     # Required actions: total and today as above; outstanding = not received by the end;
     # overdue = outstanding with a deadline before the end.
     ra = RequiredAction
-    r_after, r_open = ra.created_at >= end, ra.received_at.is_(None)
-    r_late = and_(ra.received_at >= end, ra.created_at < end)
-    r_outstanding = and_(ra.created_at < end, r_open | (ra.received_at >= end))
+    acols = (ra.kind, ra.created_at, ra.received_at, ra.due_at)
+    anear = union_all(  # disjoint index ranges, as for the tips
+        select(*acols).where(_since(ra.created_at, start)),
+        select(*acols).where(_plain(ra.created_at) < start, _since(ra.received_at, end)),
+        select(*acols).where(_plain(ra.created_at) < start, ra.received_at.is_(None), _since(ra.due_at, end)),
+    ).subquery()
+    a = anear.c
+    r_after, r_open = a.created_at >= end, a.received_at.is_(None)
+    r_late = and_(a.received_at >= end, a.created_at < end)
+    r_outstanding = and_(a.created_at < end, r_open | (a.received_at >= end))
     aflags = (
-        _flag(r_after), _flag(_in(ra.created_at, start, end)),
+        _flag(r_after), _flag(_in(a.created_at, start, end)),
         _flag(and_(r_open, r_after)), _flag(r_late),
-        _flag(and_(r_open, ra.due_at.is_(None), r_after)), _flag(and_(r_late, ra.due_at.is_(None))),
-        _flag(and_(r_outstanding, ra.due_at >= end)),
+        _flag(and_(r_open, a.due_at.is_(None), r_after)), _flag(and_(r_late, a.due_at.is_(None))),
+        _flag(and_(r_outstanding, a.due_at >= end)),
     )
     per: dict[str, list[int]] = defaultdict(lambda: [0] * 7)
     for kind, *fs, n in session.execute(
-        select(ra.kind, *aflags, func.count())
-        .where(or_(ra.created_at >= start, ra.received_at >= end, ra.due_at >= end))
-        .group_by(ra.kind, *aflags)
+        select(a.kind, *aflags, func.count()).group_by(a.kind, *aflags)
     ):
         for i, f in enumerate(fs):
             if f:

@@ -47,10 +47,12 @@ def upgrade() -> None:
 
     with op.batch_alter_table('required_actions', schema=None) as batch_op:
         batch_op.create_index('ix_required_actions_created_at', ['created_at'], unique=False)
-        batch_op.create_index('ix_required_actions_due_at', ['due_at'], unique=False)
-        batch_op.create_index('ix_required_actions_received_at', ['received_at'], unique=False)
+        batch_op.create_index('ix_required_actions_open', ['received_at', 'due_at'], unique=False)
 
     with op.batch_alter_table('tips', schema=None) as batch_op:
+        batch_op.drop_index('ix_tips_created_at')
+        batch_op.create_index('ix_tips_created_cover', ['created_at', 'category', 'unit_key', 'team_number',
+                                                        'ack_due_at', 'acknowledged_at'], unique=False)
         batch_op.create_index('ix_tips_ack_due_at', ['ack_due_at'], unique=False)
         batch_op.create_index('ix_tips_acknowledged_at', ['acknowledged_at'], unique=False)
         batch_op.create_index('ix_tips_open', ['closed_at', 'outcome_due_at'], unique=False)
@@ -70,10 +72,11 @@ def downgrade() -> None:
         batch_op.drop_index('ix_tips_open')
         batch_op.drop_index('ix_tips_acknowledged_at')
         batch_op.drop_index('ix_tips_ack_due_at')
+        batch_op.drop_index('ix_tips_created_cover')
+        batch_op.create_index('ix_tips_created_at', ['created_at'], unique=False)
 
     with op.batch_alter_table('required_actions', schema=None) as batch_op:
-        batch_op.drop_index('ix_required_actions_received_at')
-        batch_op.drop_index('ix_required_actions_due_at')
+        batch_op.drop_index('ix_required_actions_open')
         batch_op.drop_index('ix_required_actions_created_at')
 
     with op.batch_alter_table('outcomes', schema=None) as batch_op:
