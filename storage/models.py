@@ -261,8 +261,10 @@ class RequiredAction(Base):
 
     __tablename__ = "required_actions"
     __table_args__ = (
-        Index("ix_required_actions_created_at", "created_at"),
-        Index("ix_required_actions_open", "received_at", "due_at"),  # received after, or open and due after
+        # the summary reads actions from these indexes alone: created since, received after,
+        # or open and due after the period
+        Index("ix_required_actions_created_at", "created_at", "kind", "received_at", "due_at"),
+        Index("ix_required_actions_open", "received_at", "due_at", "kind", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

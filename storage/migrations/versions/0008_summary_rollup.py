@@ -46,8 +46,10 @@ def upgrade() -> None:
         batch_op.create_index('ix_outcomes_recorded', ['recorded_at', 'outcome'], unique=False)
 
     with op.batch_alter_table('required_actions', schema=None) as batch_op:
-        batch_op.create_index('ix_required_actions_created_at', ['created_at'], unique=False)
-        batch_op.create_index('ix_required_actions_open', ['received_at', 'due_at'], unique=False)
+        batch_op.create_index('ix_required_actions_created_at', ['created_at', 'kind', 'received_at', 'due_at'],
+                              unique=False)
+        batch_op.create_index('ix_required_actions_open', ['received_at', 'due_at', 'kind', 'created_at'],
+                              unique=False)
 
     with op.batch_alter_table('tips', schema=None) as batch_op:
         batch_op.drop_index('ix_tips_created_at')
