@@ -178,7 +178,6 @@ WRITERS = {"csv": write_csv, "xlsx": write_xlsx}
 @dataclass(frozen=True, slots=True)
 class ExportResult:
     tips: int
-    tip_ids: tuple[int, ...]
 
 
 def export(
@@ -191,20 +190,25 @@ def export(
     with_content: bool = False,
     batch_size: int = DEFAULT_BATCH,
     progress: Callable[[int], None] = lambda n: None,
+    on_batch: Callable[[list[int]], None] = lambda ids: None,
 ) -> ExportResult:
-    """Write the export to `out`; the caller records it in the audit trail."""
+    """Write the export to `out`; `on_batch` gets each batch's tip ids once it is written
+    (the caller records them in the audit trail, batch by batch). Nothing is kept per
+    row: memory stays flat whatever the number of tips."""
     if fmt not in WRITERS:
         raise ValueError(f"format is one of {', '.join(FORMATS)}")
-    ids: list[int] = []
+    count = 0
 
     def batches() -> Iterator[list[list[Any]]]:
+        nonlocal count
         for batch in rows(session, deps, period, with_content=with_content, now=deps.clock.now(),
                           batch_size=batch_size):
-            ids.extend(r[0] for r in batch)
             yield batch
+            count += len(batch)
+            on_batch([r[0] for r in batch])
 
     WRITERS[fmt](out, deps, columns(with_content), batches(), progress)
-    return ExportResult(len(ids), tuple(ids))
+    return ExportResult(count)
 
 
 class ProgressBar:
