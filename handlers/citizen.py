@@ -369,7 +369,7 @@ async def open_receipt(update: Update, context: Context, s: ChatSession, code: s
         wait = math.ceil((backoff.not_before - now).total_seconds())
         await reply(update, context, deps.texts.msg(s.lang, "receipt_wait", seconds=wait))
         return
-    digest = await asyncio.to_thread(deps.keyring.receipt_hash, code)
+    digest = await deps.receipt_hash(code)
     with deps.sessions.begin() as session:
         tip = followup.find_tip(session, digest)
         view = None
@@ -605,7 +605,7 @@ async def btn_submit(update: Update, context: Context, s: ChatSession, _arg: str
     s.step = Step.IDLE  # a second press finds nothing to submit
     s.draft = None
     code = new_receipt_code()
-    digest = await asyncio.to_thread(deps.keyring.receipt_hash, code)
+    digest = await deps.receipt_hash(code)
     new = intake.NewTip(
         category=draft.category or "", unit=draft.unit or "", unit_other=draft.unit_other,
         place=draft.place or "", text=draft.text or "", evidence=tuple(draft.evidence),

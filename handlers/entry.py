@@ -513,7 +513,7 @@ async def btn_submit(update: Update, context: Context, entry: Entry, _arg: str) 
         place=draft.place or "", text=draft.text or "", evidence=tuple(draft.evidence), channel=entry.channel,
     )
     code = new_receipt_code()
-    digest = await asyncio.to_thread(deps.keyring.receipt_hash, code)
+    digest = await deps.receipt_hash(code)
     # Committed before the code is shown. The role is checked again: it may have been revoked.
     with deps.sessions.begin() as session:
         staff = entry_service.office_member(session, user.id)
