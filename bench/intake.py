@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bot.hashing import cores
 from tests.e2e.conftest import Harness, e2e_config
-from tests.fakebot import FakeBotAPI
+from bot.fakeapi import FakeBotAPI
 
 
 class LoopLag:
