@@ -52,3 +52,34 @@ def test_the_bulletin_draft_is_rendered_and_split_once_per_language(deps: Deps, 
         bulletins.send_draft(s, deps, clock.now(), b)  # the same revision again: nothing more queued
         assert s.scalar(select(func.count()).select_from(OutboxMessage)
                         .where(OutboxMessage.purpose == "bulletin_draft")) == len(rows)
+
+
+def test_export_with_content_keeps_nothing_per_row(deps: Deps, clock: FakeClock) -> None:
+    """Batches go out as they are read; each batch's audit entries are one INSERT that the
+    session does not hold (a million of them were 2.5 GB of ORM objects)."""
+    import io
+
+    from bot.services import audit, export
+    from storage.models import AuditEntry
+    from tests.officials_data import add_tip
+
+    with deps.sessions.begin() as s:
+        for i in range(23):
+            add_tip(s, deps, category="absence", unit="land", team=1, created=local(2026, 11, 1, 10, i),
+                    ack_due=local(2026, 11, 1, 14))
+    sizes: list[int] = []
+    with deps.sessions.begin() as s:
+        s.expunge_all()
+        now = clock.now()
+
+        def record(ids: list[int]) -> None:
+            sizes.append(len(ids))
+            audit.record_many(s, staff_id=None, tip_ids=ids, action="exported", detail="cli, with content", at=now)
+            assert len(s.identity_map) == 0
+
+        buffer = io.BytesIO()
+        result = export.export(s, deps, buffer, fmt="csv", with_content=True, batch_size=5, on_batch=record)
+    assert result.tips == 23 and sizes == [5, 5, 5, 5, 3]
+    assert buffer.getvalue().count(b"\r\n") == 24
+    with deps.sessions.begin() as s:
+        assert s.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "exported")) == 23
