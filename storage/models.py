@@ -112,12 +112,16 @@ class Tip(Base):
     __table_args__ = (
         # The daily summary reads only the rows around its period (storage/rollup.py):
         # deadlines still ahead, acknowledgements after the period, the open cases.
-        # the summary's day of tips read from the index alone (the index on created_at before)
+        # The summary reads these tips from the indexes alone (covering: no table page is
+        # read): created since its start (the index on created_at before), a deadline still
+        # ahead, acknowledged after its end; the cases open at its end.
         Index("ix_tips_created_cover", "created_at", "category", "unit_key", "team_number", "ack_due_at",
               "acknowledged_at"),
-        Index("ix_tips_ack_due_at", "ack_due_at"),
-        Index("ix_tips_acknowledged_at", "acknowledged_at"),
-        Index("ix_tips_open", "closed_at", "outcome_due_at"),
+        Index("ix_tips_ack_due_cover", "ack_due_at", "created_at", "acknowledged_at", "category", "unit_key",
+              "team_number"),
+        Index("ix_tips_acknowledged_cover", "acknowledged_at", "created_at", "ack_due_at", "category",
+              "unit_key", "team_number"),
+        Index("ix_tips_open", "closed_at", "outcome_due_at", "created_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
