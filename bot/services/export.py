@@ -114,7 +114,9 @@ def rows(
         return teams[number]
 
     # Core, not the ORM, and streamed: a server-side cursor on PostgreSQL, batch by batch
-    result = session.connection().execution_options(yield_per=batch_size).execute(_query(deps, period, with_content))
+    # (the option on this statement only: on the connection it would stream every later one)
+    result = session.connection().execute(_query(deps, period, with_content),
+                                          execution_options={"yield_per": batch_size})
     for batch in result.partitions():
         out = []
         for r in batch:
