@@ -77,6 +77,10 @@ async def run_tipline(tipsters: int, database_url: str | None, production: bool)
             config = e2e_config(url, server, security=security)
             h = Harness(server, config)
             await h.start()
+            # a shared machine under load: wait for answers longer than the tests do
+            expect, expect_button = h.expect, h.expect_button
+            h.expect = lambda chat_id, contains, **kw: expect(chat_id, contains, **{"timeout": 300.0, **kw})
+            h.expect_button = lambda chat_id, label, **kw: expect_button(chat_id, label, **{"timeout": 300.0, **kw})
             latencies: list[float] = []
             submits: list[float] = []
             receipts: list[float] = []
