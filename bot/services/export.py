@@ -29,7 +29,7 @@ DEFAULT_BATCH = 500
 SUMMARY_COLUMNS = (
     "tip", "channel", "received", "category", "category_name", "unit", "unit_name", "team", "team_name",
     "state", "acknowledged_at", "acknowledged_by", "ack_due_at", "ack_met",
-    "outcome", "person", "post", "breach", "outcome_recorded_at",
+    "outcome", "person", "post", "breach", "outcome_recorded_at", "receipt_delivered",
 )
 CONTENT_COLUMNS = ("unit_other", "place", "text")
 TIME_FORMAT = "%Y-%m-%d %H:%M"
@@ -67,6 +67,7 @@ def _query(deps: Deps, period: Period, with_content: bool) -> Select[Any]:
         Tip.id, Tip.channel, Tip.created_at, Tip.category, Tip.unit_key, Tip.team_number, Tip.state,
         Tip.acknowledged_at, Staff.display_name, Tip.ack_due_at,
         Outcome.outcome, Outcome.person_name, Outcome.person_post, Outcome.breach_category, Outcome.recorded_at,
+        Tip.receipt_undelivered,
     ]
     if with_content:
         cols += [Tip.unit_other_enc, Tip.place_enc, Tip.text_enc]
@@ -131,9 +132,10 @@ def rows(
                 unit_key, unit_name(unit_key), team_number, team_name(team_number), state,
                 acknowledged_at, display_name, ack_due_at, met,
                 outcome, person_name, person_post, breach_category, recorded_at,
+                "no" if r[15] else "yes",
             ]
             if with_content:
-                row += [k.decrypt_opt(r[15]), k.decrypt(r[16]), k.decrypt(r[17])]
+                row += [k.decrypt_opt(r[16]), k.decrypt(r[17]), k.decrypt(r[18])]
             out.append(row)
         yield out
 
