@@ -7,7 +7,6 @@ the session key is an HMAC of the chat id and lives in memory only.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from datetime import timedelta
 
