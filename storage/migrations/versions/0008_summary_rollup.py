@@ -1,7 +1,7 @@
 """summary rollup: running counts kept by triggers (storage/rollup.py), indexes for the summary
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0005
 Create Date: 2026-11-27 12:49:19.381733
 """
 
@@ -17,7 +17,7 @@ from storage import rollup
 
 
 revision: str = '0008'
-down_revision: str | None = '0006'
+down_revision: str | None = '0005'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
