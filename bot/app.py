@@ -265,6 +265,8 @@ class Runtime:
         await self.app.stop()
         await self.app.shutdown()
         self.poller.drop_owner_lock(unlink=True)
+        if self.deps.hashes is not None:
+            self.deps.hashes.close()
 
     async def crash(self) -> None:
         """Die abruptly (tests): tasks cancelled mid-flight, nothing finished or recorded; the
