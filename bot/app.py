@@ -203,7 +203,7 @@ class Runtime:
         logs.quiet_libraries()  # whatever the host's logging set-up: no library logs an update
         self.deps, self.engine = build_deps(config, clock, engine)
         if migrate:
-            upgrade(self.engine)
+            upgrade(self.engine, keyring=self.deps.keyring)
         self.app = build_application(self.deps)
         self.sender = OutboxSender(self.app.bot, self.deps)
         self.poller = DurablePoller(self.app, self.deps, timeout=config.telegram.poll_timeout_seconds)

@@ -57,7 +57,7 @@ def _open_db(config: Config):  # type: ignore[no-untyped-def]
 
     require_storage_secrets(config)
     deps, engine = build_deps(config)
-    upgrade(engine)
+    upgrade(engine, keyring=deps.keyring)
     return deps
 
 

@@ -209,7 +209,7 @@ async def on_note_text(update: Update, context: Context) -> None:
         if message.text.strip() == "/cancel":
             await reply(update, context, deps.texts.msg(lang, "bulletin_note_cancelled"))
             raise ApplicationHandlerStop
-        decision, b = bulletin_service.set_note(session, bulletin_id, message.text[:1000])
+        decision, b = bulletin_service.set_note(session, deps, bulletin_id, message.text[:1000])
         if decision is bulletin_service.Decision.DONE and b is not None:
             bulletin_service.send_draft(session, deps, now, b)
             text = deps.texts.msg(lang, "bulletin_note_saved", number=b.number)
