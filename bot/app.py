@@ -67,7 +67,7 @@ def build_application(deps: Deps) -> Application[Any, Any, Any, Any, Any, Any]:
     tg = cfg.telegram
     app = (
         ApplicationBuilder()
-        .token(tg.token)
+        .token(tg.token.get_secret_value())
         .base_url(tg.base_url)
         .base_file_url(tg.base_file_url)
         .updater(None)

@@ -342,7 +342,7 @@ async def show_review(update: Update, context: Context, s: ChatSession) -> None:
         [b(deps, s.lang, "submit", "submit")],
         [b(deps, s.lang, "edit", "edit"), b(deps, s.lang, "cancel", "cancel")],
     ]
-    offer = bool(deps.config.security.contact_key)
+    offer = bool(deps.config.security.contact_key.get_secret_value())
     if offer:  # only where a contact key is configured; off unless the tipster turns it on
         rows.insert(1, [b(deps, s.lang, "notify_on" if s.draft.notify else "notify_off", "notify")])
     await reply(update, context, deps.texts.render(s.lang, "review", draft=s.draft, offer_notify=offer), rows)

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def box(deps: Deps) -> ContactBox | None:
-    key = deps.config.security.contact_key
+    key = deps.config.security.contact_key.get_secret_value()
     return ContactBox(key) if key else None
 
 

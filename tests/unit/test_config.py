@@ -75,8 +75,8 @@ def test_environment_overrides_secrets() -> None:
     env = {"TIPLINE_BOT_TOKEN": "1:abc", "TIPLINE_PEPPER": "p" * 40, "TIPLINE_DATA_KEY": "k",
            "TIPLINE_DATABASE_URL": "sqlite:///x.db"}
     config = parse_config(example_data(), env=env)
-    assert config.telegram.token == "1:abc"
-    assert config.security.pepper == "p" * 40
+    assert config.telegram.token.get_secret_value() == "1:abc"
+    assert config.security.pepper.get_secret_value() == "p" * 40
     assert config.database.url == "sqlite:///x.db"
 
 
