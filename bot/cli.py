@@ -103,6 +103,8 @@ def cmd_invite(args: argparse.Namespace) -> int:
 
 
 def cmd_teams(args: argparse.Namespace) -> int:
+    from bot.services.office import OFFICE_TEAM
+    from bot.teamcheck import GroupCheck, run_checks
     from storage.models import Staff, TeamChat
 
     config = _config(args)
@@ -112,19 +114,47 @@ def cmd_teams(args: argparse.Namespace) -> int:
     with deps.sessions.begin() as session:
         staff = session.scalars(select(Staff).order_by(Staff.team_number, Staff.role, Staff.id)).all()
         chats = session.scalars(select(TeamChat).order_by(TeamChat.team_number, TeamChat.id)).all()
-        for team in config.teams:
-            print(f"{team.number}  {team.name.get(lang)}  (delivery: {team.delivery})")
-            for chat in [c for c in chats if c.team_number == team.number]:
-                state = "" if chat.active else "  [inactive]"
-                print(f"     group  {chat.title or '-'}  {chat.chat_id}{state}")
-            for member in [s for s in staff if s.team_number == team.number]:
-                state = "" if member.active else "  [inactive]"
-                print(f"     {member.role:<6} {member.display_name}  {member.telegram_user_id}{state}")
-        office = [s for s in staff if s.role == "office"]
-        if office:
-            print("office")
-            for member in office:
-                print(f"     office {member.display_name}  {member.telegram_user_id}")
+    # Who may be in each bound group: the team's staff (the office's group: the office).
+    expected = {c.chat_id: [s.telegram_user_id for s in staff if s.active and (
+        s.role == "office" if c.team_number == OFFICE_TEAM else s.team_number == c.team_number)]
+        for c in chats if c.active}
+    token = config.telegram.token.get_secret_value()
+    checks: dict[int, GroupCheck] = {}
+    if expected and token and not args.offline:
+        checks = run_checks(token, config.telegram.base_url, expected)
+
+    def group_line(chat: TeamChat) -> None:
+        state = "" if chat.active else "  [inactive]"
+        print(f"     group  {chat.title or '-'}  {chat.chat_id}{state}")
+        check = checks.get(chat.chat_id)
+        if check is None:
+            return
+        if check.members is None:
+            print(f"            member count unavailable ({check.error})")
+            return
+        print(f"            {check.members} members: the bot, {check.staff_present} registered staff, "
+              f"{check.strangers} others")
+        if check.strangers:
+            print(f"            WARNING: {check.strangers} member(s) of this group are not registered staff and "
+                  "read every card; if the group cannot be trusted, use delivery = \"leads\" for the team")
+
+    for team in config.teams:
+        print(f"{team.number}  {team.name.get(lang)}  (delivery: {team.delivery})")
+        for chat in [c for c in chats if c.team_number == team.number]:
+            group_line(chat)
+        for member in [s for s in staff if s.team_number == team.number]:
+            state = "" if member.active else "  [inactive]"
+            print(f"     {member.role:<6} {member.display_name}  {member.telegram_user_id}{state}")
+    office = [s for s in staff if s.role == "office"]
+    office_groups = [c for c in chats if c.team_number == OFFICE_TEAM]
+    if office or office_groups:
+        print("office")
+        for chat in office_groups:
+            group_line(chat)
+        for member in office:
+            print(f"     office {member.display_name}  {member.telegram_user_id}")
+    if expected and not token:
+        print("(member counts of the groups need telegram.token)")
     return 0
 
 
@@ -285,6 +315,7 @@ def parser() -> argparse.ArgumentParser:
     inv.set_defaults(func=cmd_invite)
     teams = sub.add_parser("teams", help="list teams, members and bound groups")
     teams.add_argument("--en", action="store_true", help="team names in English")
+    teams.add_argument("--offline", action="store_true", help="do not ask Telegram how many members each group has")
     teams.set_defaults(func=cmd_teams)
     sub.add_parser("outbox", help="delivery state of messages to staff").set_defaults(func=cmd_outbox)
     bst = sub.add_parser("broadcast-status", help="delivery of summaries and bulletins to officials")
