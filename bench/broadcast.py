@@ -2,7 +2,7 @@
 
     python bench/broadcast.py [--subscribers 10000] [--rate 30] [--error-rate 0.01] [--database-url URL]
 
-A fake Bot API on 127.0.0.1 (tests/fakebot, in a thread) enforces `--rate` messages a
+A fake Bot API on 127.0.0.1 (bot/fakeapi, in a thread) enforces `--rate` messages a
 second overall and 1 a second per chat by answering 429 with `retry_after`, and fails 1%
 of the messages with a transient 5xx. Each subscriber gets two messages: the bulletin's
 text, then its document (uploaded once, then sent by file id).
@@ -48,7 +48,7 @@ from bot.services.officials import Recipient  # noqa: E402
 from storage.db import upgrade  # noqa: E402
 from storage.models import OutboxMessage, Staff  # noqa: E402
 from tests.conftest import make_config  # noqa: E402
-from tests.fakebot import FakeBotAPI  # noqa: E402
+from bot.fakeapi import FakeBotAPI  # noqa: E402
 
 TOKEN = "123456:BENCH-TOKEN"
 FIRST_CHAT = 10_000_001

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from tests.e2e.conftest import Harness, e2e_config
-from tests.fakebot import FakeBotAPI
+from bot.fakeapi import FakeBotAPI
 
 
 async def run(tipsters: int, database_url: str | None) -> None:

@@ -1,28 +1,17 @@
-"""Fake Telegram Bot API server for end-to-end tests and benchmarks.
+"""The fake Bot API now lives in the product as :mod:`bot.fakeapi`.
 
-See :mod:`tests.fakebot.server` for what is imitated and what is not.
+This package stays importable for tests and benchmarks written against the old
+path: ``tests.fakebot`` and its submodules (``server``, ``objects``,
+``ratelimit``, ``textparse``) are the very same module objects as
+``bot.fakeapi``'s, so monkeypatching either name patches both.
 """
 
-from tests.fakebot.server import (
-    MESSAGE_CREATING_METHODS,
-    ApiError,
-    FakeBotAPI,
-    RateViolation,
-    SentRecord,
-    UploadedFile,
-    button,
-)
-from tests.fakebot.textparse import EntityParseError, parse_formatted, utf16_len
+import sys
 
-__all__ = [
-    "MESSAGE_CREATING_METHODS",
-    "ApiError",
-    "EntityParseError",
-    "FakeBotAPI",
-    "RateViolation",
-    "SentRecord",
-    "UploadedFile",
-    "button",
-    "parse_formatted",
-    "utf16_len",
-]
+from bot.fakeapi import *  # noqa: F403
+from bot.fakeapi import __all__  # noqa: F401
+from bot.fakeapi import objects, ratelimit, server, textparse
+
+for _module in (objects, ratelimit, server, textparse):
+    sys.modules[f"{__name__}.{_module.__name__.rsplit('.', 1)[1]}"] = _module
+del _module

@@ -74,7 +74,7 @@ from typing import Any, TypedDict
 
 from aiohttp import web
 
-from tests.fakebot.objects import (
+from bot.fakeapi.objects import (
     FileRegistry,
     StoredFile,
     command_entities,
@@ -82,8 +82,8 @@ from tests.fakebot.objects import (
     make_group,
     make_user,
 )
-from tests.fakebot.ratelimit import SlidingWindow, retry_after_seconds
-from tests.fakebot.textparse import EntityParseError, parse_formatted, utf16_len
+from bot.fakeapi.ratelimit import SlidingWindow, retry_after_seconds
+from bot.fakeapi.textparse import EntityParseError, parse_formatted, utf16_len
 
 __all__ = [
     "MESSAGE_CREATING_METHODS",
@@ -373,7 +373,7 @@ class FakeBotAPI:
     at least 1, and appends a :class:`RateViolation` to :attr:`rate_violations`.
     ``burst_tolerance`` (seconds) shortens every window by that much to forgive
     arrival jitter of a sender pacing exactly at the limit; see
-    :mod:`tests.fakebot.ratelimit`.
+    :mod:`bot.fakeapi.ratelimit`.
 
     Order of checks for a request: token (401) -> unknown method (404) ->
     ``delay`` -> injected faults (``fail_next``, ``transient_error_rate``:

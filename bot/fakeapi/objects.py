@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakebot.textparse import utf16_len
+from bot.fakeapi.textparse import utf16_len
 
 __all__ = [
     "FileRegistry",
