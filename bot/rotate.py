@@ -34,6 +34,7 @@ from storage.models import Base
 # Encrypted with another key than the data key.
 NOT_DATA_KEY = {("notify_contacts", "chat_enc")}
 BATCH = 500
+FERNET_PREFIX = "gAAAAA"  # a bare Fernet token (version byte 0x80): the data key's
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,8 @@ def reencrypt(engine: Engine, keyring: Keyring, progress: Callable[[int, str], N
             with engine.begin() as conn:
                 rows = conn.execute(query).all()
                 for row_key, token in rows:
+                    if not token.startswith(FERNET_PREFIX):
+                        continue  # sealed under another key (the update journal's own): not the data key's
                     conn.execute(update(enc.table).where(key == row_key).values({enc.column.name: keyring.rotate(token)}))
             if not rows:
                 break

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import Engine, MetaData, Table, inspect, select
 from sqlalchemy.engine import make_url
 
@@ -97,6 +97,8 @@ def decrypt_columns(engine: Engine, fernet: Fernet) -> tuple[dict[str, str], int
                 if not column.name.endswith("_enc") or (name, column.name) == ("notify_contacts", "chat_enc"):
                     continue
                 for (value,) in conn.execute(select(column).where(column.is_not(None))):
+                    if f"{name}.{column.name}" in JOURNAL and not value.startswith("gAAAAA"):
+                        continue  # sealed under the journal's own keys: searched with those
                     out.setdefault(f"{name}.{column.name}", []).append(fernet.decrypt(value.encode()).decode())
                     opened += 1
     return {k: "\n".join(v) for k, v in out.items()}, opened
@@ -111,7 +113,7 @@ def is_update(plain: str) -> bool:
     return isinstance(data, dict) and "update_id" in data
 
 
-def decrypt_tokens(raw: bytes, fernet: Fernet) -> tuple[str, str, int]:
+def decrypt_tokens(raw: bytes, fernet: Fernet | MultiFernet) -> tuple[str, str, int]:
     """Every Fernet token in raw bytes (live rows and old page images alike) that the
     data key opens: (journalled updates, everything else, how many opened)."""
     updates, other, opened = [], [], 0
@@ -123,6 +125,15 @@ def decrypt_tokens(raw: bytes, fernet: Fernet) -> tuple[str, str, int]:
         opened += 1
         (updates if is_update(plain) else other).append(plain)
     return "\n".join(updates), "\n".join(other), opened
+
+
+def journal_fernet(config: Any) -> MultiFernet | None:
+    """Every journal key still on disk (the update journal's own rotating keys)."""
+    key_dir = getattr(getattr(config, "journal", None), "key_dir", None)
+    if not key_dir:
+        return None
+    keys = [Fernet(p.read_bytes().strip()) for p in sorted(Path(key_dir).glob("*.key"))]
+    return MultiFernet(keys) if keys else None
 
 
 def sqlite_files(url: str) -> list[Path]:
@@ -234,9 +245,14 @@ async def test_forensics_find_no_tipster(echo_harness: Harness, database_url: st
     database = dump_database(engine)
     decrypted, opened = decrypt_columns(engine, fernet)
     minute_checks = _minute_stamped(engine)
+    journal_keys = journal_fernet(h.config)  # read while running: the keys a copy would take along
     await h.stop()  # and after it stops
     stopped_raw = raw_bytes(sqlite_files(database_url)) if sqlite else b""
     raw_updates, raw_text, raw_opened = decrypt_tokens(running_raw + stopped_raw, fernet)
+    journal_text = ""
+    if journal_keys is not None:
+        opened_by_journal_keys = decrypt_tokens(running_raw + stopped_raw + database.encode(), journal_keys)
+        journal_text = opened_by_journal_keys[0] + "\n" + opened_by_journal_keys[1]
 
     to_staff_records = [r for r in srv.sent if r["chat_id"] in STAFF_CHATS]
     to_staff = json.dumps(to_staff_records, ensure_ascii=False, default=str)
@@ -260,8 +276,9 @@ async def test_forensics_find_no_tipster(echo_harness: Harness, database_url: st
         "tokens in raw files, decrypted": raw_text.encode(),
     }
     if JOURNAL_SEARCHED:
-        haystacks["journal payloads decrypted"] = (raw_updates + "\n".join(
+        haystacks["journal payloads decrypted with the data key"] = (raw_updates + "\n".join(
             decrypted.get(c, "") for c in JOURNAL)).encode()
+        haystacks["journal payloads decrypted with the journal keys on disk"] = journal_text.encode()
     leaks = []
     for p in people:
         for key, forms in needles(p).items():
