@@ -69,9 +69,13 @@ async def test_an_update_caught_by_a_crash_is_processed_after_restart(harness: H
     await h.start()
     reply = await h.expect(CITIZEN + 1, "怎么用")
     assert reply is not None
-    with h.deps.sessions.begin() as session:
-        row = session.get(UpdateJournal, update["update_id"])
-        assert row is not None and row.processed_at is not None and row.payload_enc is None
+
+    def erased() -> bool:
+        with h.deps.sessions.begin() as session:
+            row = session.get(UpdateJournal, update["update_id"])
+            return row is not None and row.processed_at is not None and row.payload_enc is None
+
+    await srv.wait_for(erased)
 
 
 async def test_restart_in_the_middle_of_outbox_delivery_delivers_each_message_once(harness: Harness) -> None:
