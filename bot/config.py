@@ -114,6 +114,8 @@ class IntakeConfig(_Model):
     receipt_backoff_max_seconds: float = Field(default=900.0, ge=0.0, le=86400)
     # Flood control for citizens' chats: messages per minute before tipline stops answering for a while.
     flood_messages_per_minute: int = Field(default=40, ge=5, le=1000)
+    # Voice messages carry the speaker's voice, which no cleaning removes.
+    voice: Literal["refuse", "accept"] = "refuse"
 
     @model_validator(mode="after")
     def _min_below_max(self) -> IntakeConfig:

@@ -29,8 +29,10 @@ class Step(StrEnum):
 @dataclass
 class EvidenceItem:
     kind: str  # photo | document | video | voice | audio
-    file_id: str
+    file_id: str  # of the cleaned copy; of the original only for what could not be cleaned
     caption: str | None = None
+    cleaned: bool = True
+    token: str | None = None  # names an uncleaned item in its Withdraw button
 
 
 @dataclass

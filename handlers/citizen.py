@@ -21,6 +21,7 @@ from bot.drafts import Backoff, ChatSession, Draft, EvidenceItem, Flood, Step, b
 from bot.services import followup, intake, notify
 from bot.services import staff as staff_service
 from bot.services.outbox import Button
+from handlers import evidence as evidence_intake
 from handlers.common import (
     Context,
     checked_text,
@@ -176,15 +177,14 @@ async def on_message(update: Update, context: Context) -> None:
     if unsupported is not None:
         await reply(update, context, deps.texts.msg(lang, "unsupported_media", kind=unsupported))
         return
-    evidence = evidence_of(message)
+    incoming = evidence_intake.incoming_of(message)
     text = message.text
 
-    if evidence is not None:
+    if incoming is not None:
         if s.step is Step.EVIDENCE:
-            await add_evidence(update, context, s, evidence)
+            await add_evidence(update, context, s, incoming)
         elif s.step is Step.ADD_INFO:
-            s.addition_evidence.append(evidence)
-            await ack_addition(update, context, s)
+            await add_addition_evidence(update, context, s, incoming)
         else:
             await reply(update, context, deps.texts.msg(lang, "media_not_now"))
         return
@@ -296,18 +296,24 @@ async def ask_evidence(update: Update, context: Context, s: ChatSession) -> None
         await show_review(update, context, s)
         return
     s.step = Step.EVIDENCE
-    await reply(update, context, deps.texts.msg(s.lang, "ask_evidence", limit=deps.config.intake.max_evidence),
-                evidence_buttons(deps, s))
+    prompt = deps.texts.msg(s.lang, "ask_evidence", limit=deps.config.intake.max_evidence)
+    await reply(update, context, f"{prompt}\n\n{evidence_intake.notice(context, s.lang)}", evidence_buttons(deps, s))
 
 
-async def add_evidence(update: Update, context: Context, s: ChatSession, item: EvidenceItem) -> None:
+async def add_evidence(update: Update, context: Context, s: ChatSession, incoming: evidence_intake.Incoming) -> None:
     deps = deps_of(context)
     assert s.draft is not None
     limit = deps.config.intake.max_evidence
     if len(s.draft.evidence) >= limit:
         await reply(update, context, deps.texts.msg(s.lang, "evidence_full", limit=limit), evidence_buttons(deps, s))
         return
-    s.draft.evidence.append(item)
+    draft = s.draft
+    # Cleaned (or found uncleanable) before it is taken; the clean copy is shown to the tipster.
+    item = await evidence_intake.accept(update, context, s.lang, incoming, len(draft.evidence) + 1,
+                                        lambda label, payload: b(deps, s.lang, label, payload))
+    if item is None or s.draft is not draft or s.step is not Step.EVIDENCE:
+        return
+    draft.evidence.append(item)
     # An album arrives as several messages: answer once, when they stop coming.
     debounce(s, lambda: reply(
         update, context,
@@ -346,6 +352,18 @@ async def show_review(update: Update, context: Context, s: ChatSession) -> None:
     if offer:  # only where a contact key is configured; off unless the tipster turns it on
         rows.insert(1, [b(deps, s.lang, "notify_on" if s.draft.notify else "notify_off", "notify")])
     await reply(update, context, deps.texts.render(s.lang, "review", draft=s.draft, offer_notify=offer), rows)
+
+
+async def add_addition_evidence(update: Update, context: Context, s: ChatSession,
+                                incoming: evidence_intake.Incoming) -> None:
+    deps = deps_of(context)
+    tip_id = s.tip_id
+    item = await evidence_intake.accept(update, context, s.lang, incoming, len(s.addition_evidence) + 1,
+                                        lambda label, payload: b(deps, s.lang, label, payload))
+    if item is None or s.step is not Step.ADD_INFO or s.tip_id != tip_id:
+        return
+    s.addition_evidence.append(item)
+    await ack_addition(update, context, s)
 
 
 async def ack_addition(update: Update, context: Context, s: ChatSession) -> None:
@@ -633,8 +651,9 @@ async def btn_add(update: Update, context: Context, s: ChatSession, arg: str) ->
     s.step = Step.ADD_INFO
     s.addition_text.clear()
     s.addition_evidence.clear()
-    prompt = "answer_prompt" if answering else "add_info_prompt"
-    await reply(update, context, deps.texts.msg(s.lang, prompt, limit=deps.config.intake.max_evidence),
+    prompt = deps.texts.msg(s.lang, "answer_prompt" if answering else "add_info_prompt",
+                            limit=deps.config.intake.max_evidence)
+    await reply(update, context, f"{prompt}\n\n{evidence_intake.notice(context, s.lang)}",
                 [[b(deps, s.lang, "cancel", "cancel")]])
 
 
@@ -670,7 +689,33 @@ async def btn_add_send(update: Update, context: Context, s: ChatSession, _arg: s
                 menu_buttons(deps, s.lang))
 
 
+async def btn_withdraw(update: Update, context: Context, s: ChatSession, arg: str) -> None:
+    """Withdraw (or knowingly keep) a file that could not be cleaned, before it is sent."""
+    deps = deps_of(context)
+    await drop_keyboard(update)
+    items = [*(s.draft.evidence if s.draft else []), *s.addition_evidence]
+    if not any(i.token == arg for i in items if i.token):
+        await reply(update, context, deps.texts.msg(s.lang, "evidence_withdraw_gone"))
+        return
+    if s.draft is not None:
+        evidence_intake.withdraw(s.draft.evidence, arg)
+    evidence_intake.withdraw(s.addition_evidence, arg)
+    await reply(update, context, deps.texts.msg(s.lang, "evidence_withdrawn"))
+    if s.step is Step.REVIEW and s.draft is not None:  # the review on screen counted it: show it again
+        await show_review(update, context, s)
+
+
+async def btn_keep(update: Update, context: Context, s: ChatSession, arg: str) -> None:
+    deps = deps_of(context)
+    await drop_keyboard(update)
+    items = [*(s.draft.evidence if s.draft else []), *s.addition_evidence]
+    kept = any(i.token == arg for i in items if i.token)
+    await reply(update, context, deps.texts.msg(s.lang, "evidence_kept" if kept else "evidence_withdraw_gone"))
+
+
 BUTTONS = {
+    "wd": btn_withdraw,
+    "keep": btn_keep,
     "new": btn_new,
     "rcpt": btn_receipt,
     "lang": btn_language,

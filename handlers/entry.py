@@ -28,11 +28,12 @@ from telegram.ext import (
 from bot.clock import Clock
 from bot.deps import Deps
 from bot.domain.receipt import format_receipt, new_receipt_code
-from bot.drafts import Draft, EvidenceItem
+from bot.drafts import Draft
 from bot.services import entry as entry_service
 from bot.services import intake
 from bot.services.outbox import Button
-from handlers.citizen import UNSUPPORTED, answer, drop_keyboard, evidence_of
+from handlers import evidence as evidence_intake
+from handlers.citizen import UNSUPPORTED, answer, drop_keyboard
 from handlers.common import (
     Context,
     checked_text,
@@ -232,10 +233,10 @@ async def on_message(update: Update, context: Context) -> None:
     if unsupported is not None:
         await reply(update, context, deps.texts.msg(lang, "entry_unsupported", kind=unsupported))
         return
-    item = evidence_of(message)
-    if item is not None:
+    incoming = evidence_intake.incoming_of(message)
+    if incoming is not None:
         if entry.step is EntryStep.EVIDENCE:
-            await add_evidence(update, context, entry, item)
+            await add_evidence(update, context, entry, incoming)
         else:
             await reply(update, context, deps.texts.msg(lang, "entry_media_not_now"))
         return
@@ -271,13 +272,18 @@ async def take_text(update: Update, context: Context, entry: Entry, text: str, n
         await ask_evidence(update, context, entry)
 
 
-async def add_evidence(update: Update, context: Context, entry: Entry, item: EvidenceItem) -> None:
+async def add_evidence(update: Update, context: Context, entry: Entry, incoming: evidence_intake.Incoming) -> None:
     deps = deps_of(context)
     assert update.effective_user is not None
     limit = deps.config.intake.max_evidence
     if len(entry.draft.evidence) >= limit:
         await reply(update, context, deps.texts.msg(entry.lang, "evidence_full", limit=limit),
                     evidence_buttons(deps, entry))
+        return
+    # Cleaned (or found uncleanable) before it is taken, like a citizen's evidence.
+    item = await evidence_intake.accept(update, context, entry.lang, incoming, len(entry.draft.evidence) + 1,
+                                        lambda label, payload: b(deps, entry.lang, label, payload))
+    if item is None or entry.step is not EntryStep.EVIDENCE or update.effective_user.id not in store_of(context):
         return
     entry.draft.evidence.append(item)
     store_of(context).later(update.effective_user.id, lambda: reply(
@@ -343,8 +349,8 @@ async def ask_evidence(update: Update, context: Context, entry: Entry) -> None:
         await show_review(update, context, entry)
         return
     entry.step = EntryStep.EVIDENCE
-    await reply(update, context, deps.texts.msg(entry.lang, "entry_ask_evidence",
-                                                limit=deps.config.intake.max_evidence),
+    prompt = deps.texts.msg(entry.lang, "entry_ask_evidence", limit=deps.config.intake.max_evidence)
+    await reply(update, context, f"{prompt}\n\n{evidence_intake.notice(context, entry.lang)}",
                 evidence_buttons(deps, entry))
 
 
@@ -530,7 +536,25 @@ async def btn_submit(update: Update, context: Context, entry: Entry, _arg: str) 
                                                 channel=entry.channel, team=team), protect=True)
 
 
+async def btn_withdraw(update: Update, context: Context, entry: Entry, arg: str) -> None:
+    deps = deps_of(context)
+    await drop_keyboard(update)
+    gone = evidence_intake.withdraw(entry.draft.evidence, arg)
+    await reply(update, context, deps.texts.msg(entry.lang, "evidence_withdrawn" if gone else "evidence_withdraw_gone"))
+    if gone and entry.step is EntryStep.REVIEW:  # the review on screen counted it: show it again
+        await show_review(update, context, entry)
+
+
+async def btn_keep(update: Update, context: Context, entry: Entry, arg: str) -> None:
+    deps = deps_of(context)
+    await drop_keyboard(update)
+    kept = any(i.token == arg for i in entry.draft.evidence if i.token)
+    await reply(update, context, deps.texts.msg(entry.lang, "evidence_kept" if kept else "evidence_withdraw_gone"))
+
+
 BUTTONS = {
+    "wd": btn_withdraw,
+    "keep": btn_keep,
     "ch": btn_channel,
     "cat": btn_category,
     "upage": btn_unit_page,

@@ -116,6 +116,22 @@ class StoredFile:
     adopted: bool = False
 
 
+_PLACEHOLDER_JPEG: list[bytes] = []
+
+
+def placeholder_jpeg() -> bytes:
+    """A 32x24 grey JPEG (made once, with Pillow)."""
+    if not _PLACEHOLDER_JPEG:
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("RGB", (32, 24), (128, 128, 128)).save(buf, "JPEG")
+        _PLACEHOLDER_JPEG.append(buf.getvalue())
+    return _PLACEHOLDER_JPEG[0]
+
+
 class FileRegistry:
     """Allocates unique, realistic-looking file ids and remembers them.
 
@@ -160,7 +176,10 @@ class FileRegistry:
         content: bytes | None = None,
         file_size: int | None = None,
     ) -> StoredFile:
-        """Create a new file of ``kind`` (photos get two PhotoSizes)."""
+        """Create a new file of ``kind`` (photos get two PhotoSizes; a photo pushed without
+        content gets a small real JPEG, so that a bot can download and decode it)."""
+        if kind == "photo" and content is None and file_size is None:
+            content = placeholder_jpeg()
         file_id, unique_id = self.new_ids(kind)
         size = file_size if file_size is not None else (
             len(content) if content is not None else self._rng.randint(10_000, 900_000)

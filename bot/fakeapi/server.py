@@ -43,10 +43,11 @@ What it does not imitate
       connections; unknown methods answer 404 ``Not Found: method not found``
       (PTB raises ``InvalidToken`` for that) unless registered with
       :meth:`FakeBotAPI.register_method`.
-    * Limits on edits/callback answers, file size limits, Telegram's automatic
+    * Limits on edits/callback answers, upload size limits, Telegram's automatic
       URL/mention/hashtag detection in bot messages.
-    * ``/file/bot<TOKEN>/<path>`` downloads return the uploaded bytes when they
-      were small, otherwise placeholder bytes.
+    * ``/file/bot<TOKEN>/<path>`` downloads return the uploaded (or pushed) bytes
+      when they were small, otherwise placeholder bytes (a photo pushed without
+      content is a small real JPEG); ``getFile`` refuses files over 20 MB.
 
 Deliberate strictness: HTML text with a bare ``&`` is rejected (real Telegram
 keeps it) unless ``strict_html_ampersand=False``; unknown ``file_id`` strings
@@ -101,6 +102,7 @@ JSON = dict[str, Any]
 ChatKey = int | str
 
 TEXT_LIMIT = 4096
+GET_FILE_LIMIT = 20 * 1024 * 1024  # getFile refuses bigger files
 CAPTION_LIMIT = 1024
 CALLBACK_DATA_LIMIT = 64
 MAX_BUTTONS = 100
@@ -646,6 +648,22 @@ class FakeBotAPI:
             msg = self._find_message(self._lookup_key(chat_id), int(message_id))
             return copy.deepcopy(msg) if msg is not None else None
 
+    def file_content(self, file_id: str) -> bytes | None:
+        """The bytes of a file (uploaded by the bot or pushed with ``content``), by any
+        of its file ids; None if not kept."""
+        with self._lock:
+            stored = self._files.get(file_id)
+            return stored.content if stored is not None else None
+
+    def file_info(self, file_id: str) -> JSON | None:
+        """What the server knows of a file: kind, file_name, mime_type, file_size."""
+        with self._lock:
+            stored = self._files.get(file_id)
+            if stored is None:
+                return None
+            return {"kind": stored.kind, "file_name": stored.file_name, "mime_type": stored.mime_type,
+                    "file_size": stored.file_size}
+
     @property
     def edits(self) -> list[JSON]:
         """Successful edits: ``method``, ``chat_id``, ``message_id``, ``text``,
@@ -856,6 +874,10 @@ class FakeBotAPI:
         reply_to: Any = None,
         media_group_id: str | None = None,
         date: int | None = None,
+        audio: bool = False,
+        content: bytes | None = None,
+        mime_type: str | None = None,
+        file_size: int | None = None,
     ) -> JSON:
         """Queue a ``message`` update sent by ``user`` (a ``User`` dict or an id).
 
@@ -864,27 +886,33 @@ class FakeBotAPI:
         ``document`` is a file name (True: ``"document.pdf"``); ``location`` may
         be ``(latitude, longitude)``; ``contact`` may be a Contact dict (True:
         the user's own).  ``reply_to`` is a message (record/JSON/PTB) in the same
-        chat.  Returns the update (``update["message"]`` is the message).
+        chat.  ``content``/``mime_type``/``file_size`` describe the attached file
+        (downloadable with getFile; a file over 20 MB cannot be downloaded).  Returns
+        the update (``update["message"]`` is the message).
         """
+        file_kw: JSON = {"content": content, "mime_type": mime_type, "file_size": file_size}
         with self._lock:
             sender = self._resolve_user(user)
             chat_obj = self._resolve_chat_arg(chat, sender)
             content: JSON = {}
             has_media = False
             if photo:
-                content["photo"] = FileRegistry.media_json(self._files.register("photo"))
+                content["photo"] = FileRegistry.media_json(self._files.register(
+                    "photo", content=file_kw["content"], file_size=file_kw["file_size"]))
                 has_media = True
             if document:
                 name = document if isinstance(document, str) else "document.pdf"
                 content["document"] = FileRegistry.media_json(
-                    self._files.register("document", file_name=name))
+                    self._files.register("document", file_name=name, **file_kw))
                 has_media = True
-            for kind, wanted in (("video", video), ("voice", voice), ("sticker", sticker)):
+            for kind, wanted in (("video", video), ("voice", voice), ("audio", audio), ("sticker", sticker)):
                 if wanted:
-                    mime = {"video": "video/mp4", "voice": "audio/ogg"}.get(kind)
-                    name = "video.mp4" if kind == "video" else None
-                    content[kind] = FileRegistry.media_json(
-                        self._files.register(kind, file_name=name, mime_type=mime))
+                    mime = file_kw["mime_type"] or {"video": "video/mp4", "voice": "audio/ogg",
+                                                    "audio": "audio/mpeg"}.get(kind)
+                    name = {"video": "video.mp4", "audio": "audio.mp3"}.get(kind)
+                    content[kind] = FileRegistry.media_json(self._files.register(
+                        kind, file_name=name, mime_type=mime, content=file_kw["content"],
+                        file_size=file_kw["file_size"]))
                     has_media = True
             if location:
                 lat, lon = location if isinstance(location, tuple) else (31.2304, 121.4737)
@@ -2031,6 +2059,8 @@ class FakeBotAPI:
         if stored is None:
             raise ApiError(400, "Bad Request: invalid file_id")
         file_id = str(params["file_id"])
+        if stored.file_size > GET_FILE_LIMIT:
+            raise ApiError(400, "Bad Request: file is too big")
         unique = stored.file_unique_id
         for size in stored.sizes:
             if size["file_id"] == file_id:

@@ -142,7 +142,7 @@ class Harness:
         for _ in range(evidence):
             self.server.push_message(user, photo=True)
         if evidence:
-            ev = await self.expect(uid, f"{evidence}")
+            ev = await self.expect(uid, f"已收到 {evidence} 个证据")  # after the clean copies
         await self.press(user, ev, "完成" if evidence else "跳过", expect="核对")
         review = await self.expect_button(uid, "提交")
         if notify:

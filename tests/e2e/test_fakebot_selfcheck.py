@@ -355,6 +355,22 @@ async def test_unknown_file_id_and_media_upload(env: tuple[FakeBotAPI, telegram.
     assert doc.document is not None and doc.document.file_name == "report.txt"
     file = await bot.get_file(doc.document.file_id)
     assert await file.download_as_bytearray() == b"report body"
+    assert server.file_content(doc.document.file_id) == b"report body"
+    assert server.file_info(doc.document.file_id) == {"kind": "document", "file_name": "report.txt",
+                                                      "mime_type": "text/plain", "file_size": 11}
+
+
+async def test_files_pushed_with_content_download_and_the_20_mb_limit(env: tuple[FakeBotAPI, telegram.Bot]) -> None:
+    server, bot = env
+    msg = server.push_message(USER_ID, document="a.pdf", content=b"%PDF-1.4 body", mime_type="application/pdf")
+    file = await bot.get_file(msg["message"]["document"]["file_id"])
+    assert await file.download_as_bytearray() == b"%PDF-1.4 body"
+    photo = server.push_message(USER_ID, photo=True)["message"]["photo"][-1]
+    data = await (await bot.get_file(photo["file_id"])).download_as_bytearray()
+    assert bytes(data[:3]) == b"\xff\xd8\xff"  # a photo without given content is still a real JPEG
+    big = server.push_message(USER_ID, document="big.pdf", file_size=21 * 1024 * 1024)
+    with pytest.raises(BadRequest, match="(?i)file is too big"):
+        await bot.get_file(big["message"]["document"]["file_id"])
 
 
 # ------------------------------------------------------- PTB Application, threads
