@@ -30,7 +30,7 @@ from telegram.ext import (
     filters,
 )
 
-from bot import logs
+from bot import liveness, logs
 from bot.clock import Clock, SystemClock
 from bot.config import LANGUAGES, Config, require_secrets
 from bot.deps import Deps, make_keyring, make_router
@@ -41,7 +41,7 @@ from bot.sender import OutboxSender
 from bot.texts import Texts
 from bot import jobs
 from bot.services import broadcast, schedule
-from handlers import citizen, entry, errors, officials, staff, workflow
+from handlers import citizen, entry, errors, officials, staff, staff_admin, workflow
 from handlers.common import BotData, Context, reply
 from storage.db import make_engine, make_sessions, upgrade
 
@@ -139,6 +139,8 @@ def register_handlers(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     # -1 and 0: office staff entering phone and mail tips, before the citizens' handlers.
     entry.register(app)
     app.add_handler(CommandHandler("join", staff.join))
+    app.add_handler(CommandHandler("staff", staff_admin.staff_command))
+    app.add_handler(CallbackQueryHandler(staff_admin.on_staff_button, pattern=r"^sf:"))
     app.add_handler(CommandHandler("settings", officials.settings))
     app.add_handler(CommandHandler("unsubscribe", officials.unsubscribe))
     app.add_handler(CommandHandler("bulletins", officials.list_bulletins))
@@ -221,6 +223,8 @@ class Runtime:
                 await self.app.bot.set_my_commands(commands, language_code=code)
         self.sender.start()
         self._poll_task = asyncio.create_task(self.poller.run(), name="tipline-poller")
+        liveness.watch("receiver", self._poll_task)
+        liveness.watch("sender", self.sender._task)
 
     async def stop(self) -> None:
         """A graceful stop: finish the update at hand, let in-flight messages land."""
@@ -250,17 +254,47 @@ class Runtime:
 
 
 async def serve(config: Config) -> None:
+    """Run until SIGINT/SIGTERM. Raises StartupError (bot/startup.py) when it cannot start."""
+    from bot import startup
+    from bot.health import HealthServer
+
     require_secrets(config)
-    runtime = Runtime(config)
+    engine = startup.open_database(config)
+    stopping = asyncio.Event()
+    runtime: Runtime | None = None
+
+    def stop() -> None:
+        stopping.set()
+        if runtime is not None:
+            runtime.poller.stop()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, runtime.poller.stop)
-    await runtime.start()
-    bot_name = runtime.app.bot.name  # the bot's own @name, not a user's
-    log.info("tipline is running as %s", bot_name)
+            loop.add_signal_handler(sig, stop)
+    health: HealthServer | None = None
+    started = False
     try:
+        runtime = Runtime(config, engine=engine, migrate=False)
+        if config.health.enabled:
+            health = HealthServer(runtime.deps)
+            try:
+                await health.start()
+            except OSError as exc:
+                raise startup.port_error(config, exc) from None
+            log.info("health endpoint on http://%s:%s/healthz and /metrics", config.health.listen, health.port)
+        if not await startup.connect_telegram(runtime.app, stopping):
+            return  # stopped before Telegram could be reached
+        await runtime.start()
+        started = True
+        log.info("tipline is running as %s", runtime.app.bot.name)  # the bot's own @name, not a user's
+        if stopping.is_set():
+            runtime.poller.stop()
         await runtime.wait()
     finally:
-        await runtime.stop()
-        log.info("tipline stopped")
+        if runtime is not None and started:
+            await runtime.stop()
+            log.info("tipline stopped")
+        if health is not None:
+            await health.stop()
+        engine.dispose()

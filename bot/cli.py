@@ -9,6 +9,8 @@
     tipline broadcast-status            delivery of summaries and bulletins to officials
     tipline summary [--date D] [--en]   print the daily summary's figures (nothing is sent)
     tipline teams                       teams, their members and bound groups
+    tipline staff list|deactivate|...   staff lifecycle (bot/cli_staff.py)
+    tipline invite --list|--revoke CODE unused invite codes; revoke one
     tipline outbox                      delivery state of messages to staff
     tipline enter --channel phone ...   enter a tip received by phone or mail (bot/cli_office.py)
     tipline audit TIP                   a tip's audit trail and public timeline
@@ -48,17 +50,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
     require_secrets(config)  # before logging is set up: a plain message, at once
     logs.configure(config.logging.level)
-    asyncio.run(serve(config))
+    asyncio.run(serve(config))  # StartupError: one line and its exit status (main)
     return 0
 
 
 def _open_db(config: Config):  # type: ignore[no-untyped-def]
     from bot.app import build_deps
-    from storage.db import upgrade
+    from bot.startup import open_database
 
     require_storage_secrets(config)
-    deps, engine = build_deps(config)
-    upgrade(engine, keyring=deps.keyring)
+    engine = open_database(config)  # StartupError (one line, exit status 3) if it cannot
+    deps, _ = build_deps(config, engine=engine)
     return deps
 
 
@@ -76,6 +78,10 @@ def cmd_invite(args: argparse.Namespace) -> int:
 
     config = _config(args)
     logs.quiet_libraries()
+    if args.list or args.revoke is not None:
+        from bot.cli_staff import cmd_invites
+
+        return cmd_invites(args, _open_db(config))
     if args.team is not None and config.team(args.team) is None:
         raise ConfigError(f"--team {args.team}: no such team in [[teams]]")
     if args.office and not args.group:
@@ -312,6 +318,9 @@ def parser() -> argparse.ArgumentParser:
     inv.add_argument("--group", action="store_true", help="a code that binds a team's Telegram group")
     inv.add_argument("--office", action="store_true", help="with --group: bind the accountability office's group")
     inv.add_argument("--days", type=int, default=7, help="days the code stays valid (default 7)")
+    inv.add_argument("--list", action="store_true", help="list unused invite codes (by number)")
+    inv.add_argument("--all", action="store_true", help="with --list: used, expired and revoked codes too")
+    inv.add_argument("--revoke", metavar="CODE", help="revoke an unused code (the code, or its number from --list)")
     inv.set_defaults(func=cmd_invite)
     teams = sub.add_parser("teams", help="list teams, members and bound groups")
     teams.add_argument("--en", action="store_true", help="team names in English")
@@ -333,17 +342,24 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("init", help="write config.toml from the example, with new secrets").set_defaults(func=cmd_init)
     sub.add_parser("check-config", help="validate the configuration").set_defaults(func=cmd_check)
     from bot.cli_office import add_commands  # enter, audit, export
+    from bot.cli_staff import add_commands as add_staff_commands  # staff ...
 
     add_commands(sub)
+    add_staff_commands(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from bot.startup import StartupError
+
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except StartupError as exc:
+        print(f"tipline: {exc}", file=sys.stderr)
+        return exc.status
     except ConfigError as exc:
-        print(f"tipline: configuration error:\n{exc}", file=sys.stderr)
+        print(f"tipline: configuration error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -1,12 +1,15 @@
 """tipline's configuration: a TOML file read with tomllib, validated by pydantic.
 
 Every key is documented in ``config.example.toml`` (a test keeps the two in step).
-Secrets may come from the environment instead of the file:
+Every key of a table may come from the environment instead, as TIPLINE_<TABLE>_<KEY>
+(e.g. TIPLINE_TELEGRAM_BASE_URL, TIPLINE_HEALTH_PORT; arrays in TOML syntax, "[60, 30]");
+the environment wins over the file. Secrets also have short names:
 
     TIPLINE_BOT_TOKEN      telegram.token
     TIPLINE_DATABASE_URL   database.url
     TIPLINE_PEPPER         security.pepper
     TIPLINE_DATA_KEY       security.data_key
+    TIPLINE_CONTACT_KEY    security.contact_key
 
 A broken file is refused with a message that names the key, e.g.
 ``routing.rules[2].team: team 9 is not one of the [[teams]] numbers``.
@@ -262,6 +265,17 @@ class OfficialsConfig(_Model):
     progress_seconds: float = Field(default=10.0, gt=0, le=3600)
 
 
+class HealthConfig(_Model):
+    # The operator's HTTP endpoint: /healthz and /metrics (bot/health.py). Off by default.
+    enabled: bool = False
+    listen: str = "127.0.0.1"
+    port: int = Field(default=9387, ge=0, le=65535)
+    receive_stale_seconds: float = Field(default=120.0, gt=0, le=86400)
+    sender_stale_seconds: float = Field(default=60.0, gt=0, le=86400)
+    outbox_stuck_seconds: float = Field(default=900.0, gt=0, le=7 * 86400)
+    scheduler_stale_seconds: float = Field(default=600.0, gt=0, le=7 * 86400)
+
+
 class LoggingConfig(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -277,6 +291,7 @@ class Config(_Model):
     ladder: LadderConfig = Field(default_factory=LadderConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     officials: OfficialsConfig = Field(default_factory=OfficialsConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     categories: list[CategoryConfig] = Field(min_length=1)
     units: list[UnitConfig] = Field(min_length=1)
@@ -309,6 +324,10 @@ class Config(_Model):
                 raise _KeyedError(f"{where}.unit", f"unit {rule.unit!r} is not in [[units]]")
             if rule.category is None and rule.unit is None and rule.unit_kind is None:
                 raise _KeyedError(where, "a rule needs at least one of category, unit, unit_kind")
+        if self.health.receive_stale_seconds <= self.telegram.poll_timeout_seconds:
+            raise _KeyedError("health.receive_stale_seconds",
+                              f"must be more than telegram.poll_timeout_seconds ({self.telegram.poll_timeout_seconds}): "
+                              "a quiet long poll is not a stalled one")
         for i, override in enumerate(self.deadlines.overrides):
             if override.category not in categories:
                 raise _KeyedError(f"deadlines.overrides[{i}].category",
@@ -352,8 +371,9 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _format_validation_error(source: str, exc: ValidationError) -> str:
+def _format_validation_error(source: str, exc: ValidationError, from_env: dict[str, str] | None = None) -> str:
     lines = []
+    from_env = from_env or {}
     for err in exc.errors():
         msg = str(err["msg"])
         if msg.startswith("Value error, "):
@@ -361,25 +381,86 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
         key = _format_loc(tuple(err["loc"]))
         if err["type"] == "extra_forbidden":
             msg = "unknown key (not documented in config.example.toml)"
+        var = next((v for k, v in from_env.items() if key == k or key.startswith(k + "[")), None)
+        if var is not None:  # the value came from the environment: say which variable
+            lines.append(f"{var} ({key}): {msg}")
+            continue
         lines.append(f"{source}: {key}: {msg}" if key else f"{source}: {msg}")
     return "\n".join(lines)
 
 
-def parse_config(data: dict[str, Any], source: str = "config", env: dict[str, str] | None = None) -> Config:
-    """Validate a parsed TOML document, applying environment overrides."""
-    env = dict(os.environ) if env is None else env
-    merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+ENV_PREFIX = "TIPLINE_"
+ENV_RESERVED = frozenset({"TIPLINE_CONFIG", "TIPLINE_TEST_DATABASE_URL"})
+
+
+def _table_sections() -> dict[str, type[BaseModel]]:
+    """The configuration's tables ([telegram], [database], ...) and their models."""
+    out: dict[str, type[BaseModel]] = {}
+    for name, info in Config.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out[name] = annotation
+    return out
+
+
+def _env_value(raw: str) -> Any:
+    """A variable's value: an array or inline table in TOML syntax (`[60, 30]`), else the text
+    (pydantic turns "30", "2.5", "true" into the key's type)."""
+    text = raw.strip()
+    if text[:1] in ("[", "{"):
+        try:
+            return tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            return raw
+    return raw
+
+
+def env_overrides(env: dict[str, str], source: str = "environment") -> dict[tuple[str, str], tuple[str, Any]]:
+    """(section, key) -> (variable, value) for every TIPLINE_<SECTION>_<KEY> set in `env`.
+
+    The named secrets (TIPLINE_BOT_TOKEN, ...) come first; then the general rule: the
+    variable's name in lower case is a table's name, an underscore, and one of its keys
+    (TIPLINE_TELEGRAM_BASE_URL is telegram.base_url, TIPLINE_WORKING_HOURS_ENABLED is
+    working_hours.enabled). A variable that names a table but none of its keys is an error
+    that names the variable; one that names no table is not tipline's (left alone).
+    """
+    sections = _table_sections()
+    found: dict[tuple[str, str], tuple[str, Any]] = {}
+    for var in sorted(env):
+        value = env[var]
+        if not var.startswith(ENV_PREFIX) or var in ENV_RESERVED or var in ENV_OVERRIDES or value == "":
+            continue
+        rest = var[len(ENV_PREFIX):].lower()
+        section = max((name for name in sections if rest.startswith(name + "_")), key=len, default=None)
+        if section is None:
+            continue
+        key = rest[len(section) + 1:]
+        if key not in sections[section].model_fields:
+            raise ConfigError(f"{source}: {var}: [{section}] has no key {key!r} "
+                              f"(keys: {', '.join(sections[section].model_fields)})")
+        found[(section, key)] = (var, _env_value(value))
     for var, (section, key) in ENV_OVERRIDES.items():
         value = env.get(var)
         if value:
-            merged.setdefault(section, {})
-            if not isinstance(merged[section], dict):
-                raise ConfigError(f"{source}: {section}: must be a table")
-            merged[section][key] = value
+            found[(section, key)] = (var, value)
+    return found
+
+
+def parse_config(data: dict[str, Any], source: str = "config", env: dict[str, str] | None = None) -> Config:
+    """Validate a parsed TOML document, applying environment overrides (which win)."""
+    env = dict(os.environ) if env is None else env
+    merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    from_env: dict[str, str] = {}
+    for (section, key), (var, value) in env_overrides(env, source).items():
+        merged.setdefault(section, {})
+        if not isinstance(merged[section], dict):
+            raise ConfigError(f"{source}: {section}: must be a table")
+        merged[section][key] = value
+        from_env[f"{section}.{key}"] = var
     try:
         return Config.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(source, exc)) from None
+        raise ConfigError(_format_validation_error(source, exc, from_env)) from None
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:

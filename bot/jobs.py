@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from bot import liveness
 from bot.deps import Deps
 from bot.services import deadlines, delivery, notify, outbox
 from bot.services.office import office_targets
@@ -107,6 +108,7 @@ def _action_notice(session: Session, deps: Deps, action: RequiredAction, step: D
 async def tick(context) -> None:  # type: ignore[no-untyped-def]
     """The JobQueue callback: sweep due steps, deliver tipsters' news, wake the sender."""
     deps: Deps = context.bot_data["deps"]
+    liveness.beat("scheduler")
     handled = sweep_due_steps(deps)
     told = await notify.deliver(deps, context.bot)
     if handled:

@@ -21,6 +21,7 @@ from telegram import Update
 from telegram.error import Conflict, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application
 
+from bot import liveness, metrics
 from bot.deps import Deps
 from bot.ratelimit import retry_after_seconds
 from storage.models import KeyValue, UpdateJournal
@@ -120,6 +121,7 @@ class DurablePoller:
         update = Update.de_json(data, self.app.bot)
         self.failed_updates.discard(update_id)
         await self.app.process_update(update)
+        metrics.UPDATES_HANDLED.inc()
         failed = update_id in self.failed_updates
         with self.deps.sessions.begin() as session:
             row = session.get(UpdateJournal, update_id)
@@ -235,6 +237,7 @@ class DurablePoller:
                 backoff = min(backoff * 2, 60)
                 continue
             backoff = 1.0
+            liveness.beat("receiver")
             if self.journal(updates):
                 self._journaled.set()
 

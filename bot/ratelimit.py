@@ -20,6 +20,8 @@ from typing import Any
 from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
 
+from bot import metrics
+
 log = logging.getLogger(__name__)
 
 # Requests that are not messages: never paced (a callback answer must be quick).
@@ -155,6 +157,7 @@ class PacingRateLimiter(BaseRateLimiter[int]):
                 self.retry_after_count += 1
                 pause = retry_after_seconds(exc) + 0.1
                 self._paused_until = max(self._paused_until, self._now() + pause)
+                metrics.retry_after(pause)
                 log.warning("Telegram asked to slow down: pausing all requests for %.1f s", pause)
                 if attempt == retries:
                     raise

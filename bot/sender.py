@@ -29,6 +29,7 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile,
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
+from bot import liveness
 from bot.deps import Deps
 from bot.ratelimit import retry_after_seconds
 from bot.services import outbox
@@ -108,6 +109,7 @@ class OutboxSender:
         in_flight: set[asyncio.Task[None]] = set()
         try:
             while not self._stopping.is_set():
+                liveness.beat("sender")
                 free = self.concurrency - len(in_flight)
                 claimed = self._claim(free) if free > 0 else []
                 for item in claimed:

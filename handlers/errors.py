@@ -8,6 +8,7 @@ import logging
 from telegram import Update
 from telegram.error import TelegramError
 
+from bot import metrics
 from handlers.common import Context, deps_of, reply
 
 log = logging.getLogger("tipline.errors")
@@ -15,6 +16,7 @@ log = logging.getLogger("tipline.errors")
 
 async def on_error(update: object, context: Context) -> None:
     update_id = update.update_id if isinstance(update, Update) else None
+    metrics.HANDLER_FAILURES.inc()
     error = context.error
     # exc_info gives the traceback; the update itself is never formatted into the log.
     log.error("handler error (journal entry %s): %s", update_id, type(error).__name__,

@@ -53,6 +53,9 @@ async def join(update: Update, context: Context) -> None:
         else:
             result = staff_service.bind_group(session, deps, code, chat.id, chat.title or "", now,
                                                   by_user_id=user.id)
+    if result.status is JoinStatus.BURNED:
+        await reply(update, context, deps.texts.msg(lang, "join_person_code_burned"))
+        return
     if result.status in (JoinStatus.INVALID, JoinStatus.WRONG_KIND):
         b = deps.chats.backoffs.setdefault(key, Backoff())
         b.failures += 1

@@ -298,6 +298,13 @@ def _live_flow(deps: Deps, user_id: int) -> StaffFlow | None:
     if flow is not None and deps.clock.now() - flow.started > FLOW_TTL:
         flows(deps).pop(user_id, None)
         return None
+    if flow is not None:
+        # Only staff have flows (a citizen's id never reaches this query). A member
+        # deactivated meanwhile (from the shell, too) is out of the flow at once.
+        with deps.sessions.begin() as session:
+            if workflow.staff_of(session, user_id) is None:
+                flows(deps).pop(user_id, None)
+                return None
     return flow
 
 

@@ -92,6 +92,7 @@ class Invite(Base):
     used_at: Mapped[datetime | None]
     used_by_staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     used_by_chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    revoked_at: Mapped[datetime | None]  # revoked by the office, or burned (posted where it must not be)
 
 
 class TeamChat(Base):

@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot import metrics
 from bot.config import Config
 from bot.deps import Deps
 from bot.domain.bulletins import bulletin_period_key, summary_period_key
@@ -111,6 +112,7 @@ def run_job(deps: Deps, job: str, period: str, now: datetime) -> str | None:
             run.outcome = work(session, deps, period, now)[:64]
     except IntegrityError:
         return None  # the same run committed by someone else in the meantime
+    metrics.SCHEDULED_RUNS.labels(job).inc()
     log.info("scheduled %s for %s: %s", job, period, run.outcome)
     return run.outcome
 

@@ -57,7 +57,8 @@ class JoinStatus(StrEnum):
     JOINED = "joined"
     BOUND = "bound"
     INVALID = "invalid"  # unknown, used or expired: one answer, so codes cannot be probed
-    WRONG_KIND = "wrong_kind"  # a group code in a private chat or the reverse
+    WRONG_KIND = "wrong_kind"  # a group code in a private chat
+    BURNED = "burned"  # a personal code posted in a group: revoked on the spot
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,7 @@ class JoinResult:
 
 def _usable_invite(session: Session, keyring: Keyring, code: str, now: datetime) -> Invite | None:
     invite = session.scalar(select(Invite).where(Invite.code_hash == invite_hash(keyring, code)))
-    if invite is None or invite.used_at is not None or invite.expires_at <= now:
+    if invite is None or invite.used_at is not None or invite.revoked_at is not None or invite.expires_at <= now:
         return None
     return invite
 
@@ -128,6 +129,14 @@ def bind_group(
     invite = _usable_invite(session, deps.keyring, code, now)
     if invite is None:
         return JoinResult(JoinStatus.INVALID)
+    if invite.kind == "person":
+        # A personal code seen by a whole group is spent: nobody may use it any more.
+        invite.revoked_at = now
+        by = staff_by_user(session, by_user_id) if by_user_id is not None else None
+        audit.record(session, staff_id=by.id if by else None, tip_id=None, action="invite_burned",
+                     detail=f"invite #{invite.id} ({invite.role} team {invite.team_number}) posted in a group",
+                     at=now)
+        return JoinResult(JoinStatus.BURNED)
     if invite.kind != "group" or invite.team_number is None:
         return JoinResult(JoinStatus.WRONG_KIND)
     if not _claim_invite(session, invite, now):

@@ -78,7 +78,9 @@ async def test_group_binding_delivers_waiting_tips_and_members_acknowledge_there
     member = srv.user(MEMBER1, "Member One")
     person_code = h.invite(role="member", team=1)
     srv.push_message(member, f"/join {person_code}", chat=group)
-    await h.expect(GROUP1, "个人邀请码")
+    await h.expect(GROUP1, "已作废")  # a personal code seen by a whole group is burned
+    srv.push_message(member, f"/join {person_code}")
+    await h.expect(MEMBER1, "无效")  # not even its owner can use it now
     code = h.invite(group=True, team=1)
     srv.push_message(member, f"/join {code}", chat=group)
     bound = await h.expect(GROUP1, "已绑定")

@@ -82,17 +82,17 @@ def test_unknown_code_is_invalid(deps: Deps) -> None:
     assert bind(deps, "ABCD-EFGH-JKLM").status is JoinStatus.INVALID
 
 
-def test_wrong_kind_does_not_use_the_code(deps: Deps) -> None:
+def test_wrong_kind_does_not_use_the_code_but_a_personal_code_in_a_group_is_burned(deps: Deps) -> None:
     group_code = invite(deps, kind="group", role=None, team=4)
     person_code = invite(deps, role="member", team=4)
     assert join(deps, group_code).status is JoinStatus.WRONG_KIND
-    assert bind(deps, person_code).status is JoinStatus.WRONG_KIND
+    assert bind(deps, person_code).status is JoinStatus.BURNED  # seen by a whole group: spent
     with deps.sessions.begin() as session:
         assert session.scalars(select(Staff)).all() == [] and session.scalars(select(TeamChat)).all() == []
         assert all(i.used_at is None for i in session.scalars(select(Invite)))
-    # each code still works where it belongs
+    # the group code still works where it belongs; the burned personal code nowhere
     assert bind(deps, group_code).status is JoinStatus.BOUND
-    assert join(deps, person_code).status is JoinStatus.JOINED
+    assert join(deps, person_code).status is JoinStatus.INVALID
 
 
 def test_codes_are_stored_only_as_a_hash(deps: Deps, engine: Engine) -> None:

@@ -152,3 +152,29 @@ def test_secrets_are_required_to_run() -> None:
     config = parse_config(example_data(), env={"TIPLINE_BOT_TOKEN": "1:a", "TIPLINE_PEPPER": "short"})
     with pytest.raises(ConfigError, match="security.pepper"):
         require_secrets(config)
+
+
+def test_every_table_key_can_come_from_the_environment() -> None:
+    env = {"TIPLINE_TELEGRAM_BASE_URL": "http://127.0.0.1:8081/bot", "TIPLINE_WORKING_HOURS_ENABLED": "true",
+           "TIPLINE_DEADLINES_ACK_REMINDER_MINUTES_BEFORE": "[30, 10]", "TIPLINE_HEALTH_PORT": "9999",
+           "TIPLINE_TELEGRAM_TOKEN": "1:general-rule", "TIPLINE_CONFIG": "ignored", "TIPLINE_NOT_A_TABLE": "x"}
+    config = parse_config(example_data(), env=env)
+    assert config.telegram.base_url == "http://127.0.0.1:8081/bot"
+    assert config.working_hours.enabled is True  # a table whose name has an underscore
+    assert config.deadlines.ack_reminder_minutes_before == [30, 10]
+    assert config.health.port == 9999
+    assert config.telegram.token == "1:general-rule"
+    # The short names of the secrets win over the general rule.
+    assert parse_config(example_data(), env={**env, "TIPLINE_BOT_TOKEN": "2:short"}).telegram.token == "2:short"
+
+
+def test_environment_errors_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"TIPLINE_TELEGRAM_BASEURL: \[telegram\] has no key 'baseurl'"):
+        parse_config(example_data(), env={"TIPLINE_TELEGRAM_BASEURL": "http://x"})
+    with pytest.raises(ConfigError, match=r"^TIPLINE_HEALTH_PORT \(health.port\): "):
+        parse_config(example_data(), env={"TIPLINE_HEALTH_PORT": "many"})
+
+
+def test_health_staleness_must_exceed_the_long_poll() -> None:
+    with pytest.raises(ConfigError, match=r"health.receive_stale_seconds: must be more than"):
+        parse_config(example_data(), env={"TIPLINE_HEALTH_RECEIVE_STALE_SECONDS": "30"})
