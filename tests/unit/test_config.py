@@ -163,9 +163,9 @@ def test_every_table_key_can_come_from_the_environment() -> None:
     assert config.working_hours.enabled is True  # a table whose name has an underscore
     assert config.deadlines.ack_reminder_minutes_before == [30, 10]
     assert config.health.port == 9999
-    assert config.telegram.token == "1:general-rule"
+    assert config.telegram.token.get_secret_value() == "1:general-rule"
     # The short names of the secrets win over the general rule.
-    assert parse_config(example_data(), env={**env, "TIPLINE_BOT_TOKEN": "2:short"}).telegram.token == "2:short"
+    assert parse_config(example_data(), env={**env, "TIPLINE_BOT_TOKEN": "2:short"}).telegram.token.get_secret_value() == "2:short"
 
 
 def test_environment_errors_name_the_variable() -> None:
