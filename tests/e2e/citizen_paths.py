@@ -55,7 +55,7 @@ async def other_paths(h: Harness, user: dict[str, Any], code: str, *, fail_once:
                       block: bool = True) -> None:
     """One citizen, after reporting (receipt `code`), through every other path."""
     srv, k = h.server, h.deps.keyring
-    for command in ("/help", "/settings", "/bulletins", "/unsubscribe", "/enter", "/join WRONG-CODE-1234",
+    for command in ("/help", "/settings", "/bulletins", "/unsubscribe", "/enter", "/staff", "/join WRONG-CODE-1234",
                     "/cancel", "/nonsense"):
         await said(h, user, command)
     await said(h, user, "/join")  # no code: the usage
@@ -67,7 +67,7 @@ async def other_paths(h: Harness, user: dict[str, Any], code: str, *, fail_once:
     # Buttons meant for staff and officials, signed (as if copied) and forged, and garbage.
     menu = await h.say(user, "/start", expect="查询码")
     for payload in ("ack:1", "ask:1", "rea:1", "out:1", "ext:1", "rcv:1", "of:t:bulletins", "of:o:1",
-                    "bl:pub:1", "bl:note:1", "wf:x:1", "c:rcpt"):
+                    "bl:pub:1", "bl:note:1", "wf:x:1", "sf:v:1", "sf:d:1", "c:rcpt"):
         await pressed(h, user, menu, k.sign(payload))
     for data in ("ack:1~forged", "of:t:bulletins~AAAAAAAAAA", "garbage"):
         await pressed(h, user, menu, data)
