@@ -42,7 +42,8 @@ from bot.texts import Texts
 from bot import jobs
 from bot.services import broadcast, schedule
 from handlers import citizen, entry, errors, officials, staff, staff_admin, workflow
-from handlers.common import BotData, Context, reply
+from handlers import intake as intake_flow
+from handlers.common import BotData, Context, person_lang, reply
 from storage.db import make_engine, make_sessions, upgrade
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,9 @@ def build_application(deps: Deps) -> Application[Any, Any, Any, Any, Any, Any]:
     sweep = deps.config.deadlines.sweep_seconds
     app.job_queue.run_repeating(jobs.tick, interval=sweep, first=0.5, name="due-steps",
                                 job_kwargs={"misfire_grace_time": max(60, int(sweep * 4)), "coalesce": True})
+    # Receipt codes whose message failed are sent again until delivered (or given up).
+    app.job_queue.run_repeating(intake_flow.redeliver_receipts, interval=2, first=1, name="receipts",
+                                job_kwargs={"misfire_grace_time": 60, "coalesce": True})
     register_schedule(app, deps)
     return app
 
@@ -139,6 +143,8 @@ def register_handlers(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
     # -1 and 0: office staff entering phone and mail tips, before the citizens' handlers.
     entry.register(app)
     app.add_handler(CommandHandler("join", staff.join))
+    app.add_handler(CommandHandler("language", staff.language_command))
+    app.add_handler(CallbackQueryHandler(staff.on_language_button, pattern=r"^sl:"))
     app.add_handler(CommandHandler("staff", staff_admin.staff_command))
     app.add_handler(CallbackQueryHandler(staff_admin.on_staff_button, pattern=r"^sf:"))
     app.add_handler(CommandHandler("settings", officials.settings))
@@ -161,7 +167,7 @@ def register_handlers(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
 
 async def _unknown_command(update: Update, context: Context) -> None:
     deps = context.bot_data["deps"]
-    await reply(update, context, deps.texts.msg(deps.config.campaign.default_language, "unknown_command"))
+    await reply(update, context, deps.texts.msg(person_lang(update, context), "unknown_command"))
 
 
 async def _sweep_sessions(context: Context) -> None:

@@ -1,6 +1,7 @@
 """`tipline ...`: run the bot and administer it from the shell (the accountability office).
 
     tipline run                         start the bot (creates/upgrades the database first)
+    tipline playground [--port N]       the whole campaign in a browser, not connected to Telegram
     tipline migrate                     create or upgrade the database only
     tipline invite --role lead --team 3 a one-time code for /join in a private chat
     tipline invite --group --team 3     a one-time code that binds a team's Telegram group
@@ -48,9 +49,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bot.app import serve
 
     config = _config(args)
+    if args.playground_without_token and not config.telegram.token:
+        print("tipline: no bot token (telegram.token or TIPLINE_BOT_TOKEN): starting the playground, "
+              "which is not connected to Telegram", file=sys.stderr)
+        return _playground(args, args.config or os.environ.get("TIPLINE_CONFIG") or "config.toml")
     require_secrets(config)  # before logging is set up: a plain message, at once
     logs.configure(config.logging.level)
     asyncio.run(serve(config))  # StartupError: one line and its exit status (main)
+    return 0
+
+
+def cmd_playground(args: argparse.Namespace) -> int:
+    path = args.config or os.environ.get("TIPLINE_CONFIG") or "config.toml"
+    _config(args) if os.path.exists(path) else None  # a broken file is refused with its key named
+    return _playground(args, path)
+
+
+def _playground(args: argparse.Namespace, path: str) -> int:
+    from bot.playground.core import Playground, base_data, run_forever
+
+    logs.configure("WARNING")
+    data = base_data(path)
+    playground = Playground(data, port=getattr(args, "port", None), language=getattr(args, "lang", None))
+
+    def announce(pg: Playground) -> None:
+        print(f"tipline playground (not connected to Telegram): open {pg.url}", flush=True)
+        print(f"its data: {pg.data_dir}/ ; stop with Ctrl+C", file=sys.stderr, flush=True)
+
+    try:
+        asyncio.run(run_forever(playground, announce))
+    except OSError as exc:
+        raise ConfigError(f"playground.port: cannot serve on 127.0.0.1: {exc.strerror or exc}; "
+                          "choose another with --port") from None
     return 0
 
 
@@ -306,18 +336,44 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_days(value: str) -> int:
+    try:
+        days = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of days") from None
+    if not 1 <= days <= 365:
+        raise argparse.ArgumentTypeError(f"{days} is not between 1 and 365 days")
+    return days
+
+
+def _iso_date(value: str) -> str:
+    from datetime import date
+
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date like 2026-11-20") from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tipline", description="tipline: an anonymous tip line on Telegram")
     p.add_argument("--config", help="configuration file (default: $TIPLINE_CONFIG or ./config.toml)")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="start the bot").set_defaults(func=cmd_run)
+    run = sub.add_parser("run", help="start the bot")
+    run.add_argument("--playground-without-token", action="store_true",
+                     help="with no bot token configured, start the playground instead (scripts/run)")
+    run.set_defaults(func=cmd_run)
+    pgd = sub.add_parser("playground", help="the whole campaign in a browser, not connected to Telegram")
+    pgd.add_argument("--port", type=int, help="the page's port on 127.0.0.1 (default: playground.port)")
+    pgd.add_argument("--lang", choices=("zh-CN", "en"), help="the page's and the bot's language")
+    pgd.set_defaults(func=cmd_playground)
     sub.add_parser("migrate", help="create or upgrade the database").set_defaults(func=cmd_migrate)
     inv = sub.add_parser("invite", help="print a one-time invite code")
     inv.add_argument("--role", choices=("lead", "member", "office", "official"), default="member")
     inv.add_argument("--team", type=int)
     inv.add_argument("--group", action="store_true", help="a code that binds a team's Telegram group")
     inv.add_argument("--office", action="store_true", help="with --group: bind the accountability office's group")
-    inv.add_argument("--days", type=int, default=7, help="days the code stays valid (default 7)")
+    inv.add_argument("--days", type=_positive_days, default=7, help="days the code stays valid (default 7)")
     inv.add_argument("--list", action="store_true", help="list unused invite codes (by number)")
     inv.add_argument("--all", action="store_true", help="with --list: used, expired and revoked codes too")
     inv.add_argument("--revoke", metavar="CODE", help="revoke an unused code (the code, or its number from --list)")
@@ -331,7 +387,8 @@ def parser() -> argparse.ArgumentParser:
     bst.add_argument("--limit", type=int, default=20, help="the latest N broadcasts (default 20)")
     bst.set_defaults(func=cmd_broadcast_status)
     smr = sub.add_parser("summary", help="print the daily summary's figures (nothing is sent)")
-    smr.add_argument("--date", help="the summary's date, YYYY-MM-DD (default: the latest one due)")
+    smr.add_argument("--date", type=_iso_date,
+                     help="the summary's date, YYYY-MM-DD (default: the period that ended last)")
     smr.add_argument("--en", action="store_true", help="in English")
     smr.set_defaults(func=cmd_summary)
     kg = sub.add_parser("keygen", help="print a new pepper, data key and contact key")

@@ -56,6 +56,7 @@ OPTION_OF = {"channel": "--channel", "category": "--category", "unit": "--unit",
 
 @_usage_errors
 def cmd_enter(args: argparse.Namespace) -> int:
+    from bot.domain.text import normalise
     from bot.services import entry, intake
     from storage.models import Tip
 
@@ -67,9 +68,10 @@ def cmd_enter(args: argparse.Namespace) -> int:
             raise UsageError(f"--text-file: cannot read {args.text_file}: {exc}") from None
     else:
         text_option, raw = "--text", args.text
-    unit_other = args.unit_other.strip() if args.unit_other is not None else None
-    new = intake.NewTip(category=args.category, unit=args.unit, unit_other=unit_other, place=args.place.strip(),
-                        text=raw.strip(), channel=args.channel)
+    # The bot's normalisation (invisible characters removed, spaces tidied), then its checks.
+    unit_other = normalise(args.unit_other) if args.unit_other is not None else None
+    new = intake.NewTip(category=args.category, unit=args.unit, unit_other=unit_other, place=normalise(args.place),
+                        text=normalise(raw), channel=args.channel)
     deps = _deps(args)
     problems = entry.check(deps.config, channel=new.channel, category=new.category, unit=new.unit,
                            unit_other=new.unit_other, place=new.place, text=new.text)
@@ -122,6 +124,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(f"tip #{tip.id}  {tip.channel}  received {texts.local_time(tip.created_at)}  "
               f"{tip.category} {texts.category_name(tip.category, lang)}  unit {tip.unit_key} {unit}  "
               f"team {tip.team_number} {texts.team_name(tip.team_number, lang)}  state {tip.state}")
+        if tip.receipt_undelivered:
+            print("receipt code: NOT delivered (the tipster never received a code for this tip)")
     print(f"audit trail (times in {cfg.campaign.timezone}):")
     width = max(_width(e.who) for e in entries)
     for e in entries:

@@ -117,6 +117,9 @@ class IntakeConfig(_Model):
     receipt_backoff_max_seconds: float = Field(default=900.0, ge=0.0, le=86400)
     # Flood control for citizens' chats: messages per minute before tipline stops answering for a while.
     flood_messages_per_minute: int = Field(default=40, ge=5, le=1000)
+    # A receipt code that could not be sent is tried again for this long, then given up (the tip
+    # is marked and the office told).
+    receipt_delivery_hours: float = Field(default=24.0, gt=0, le=24 * 30)
     # Voice messages carry the speaker's voice, which no cleaning removes.
     voice: Literal["refuse", "accept"] = "refuse"
 
@@ -280,6 +283,12 @@ class LoggingConfig(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class PlaygroundConfig(_Model):
+    port: int = Field(default=8080, ge=0, le=65535)
+    data_dir: str = "data/playground"
+    language: Literal["zh-CN", "en"] = "zh-CN"
+
+
 class Config(_Model):
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
@@ -293,6 +302,7 @@ class Config(_Model):
     officials: OfficialsConfig = Field(default_factory=OfficialsConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    playground: PlaygroundConfig = Field(default_factory=PlaygroundConfig)
     categories: list[CategoryConfig] = Field(min_length=1)
     units: list[UnitConfig] = Field(min_length=1)
     teams: list[TeamConfig] = Field(min_length=1)

@@ -7,6 +7,8 @@ after `ttl`; back-off counters for wrong codes live here too.
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -14,6 +16,7 @@ from enum import StrEnum
 
 class Step(StrEnum):
     IDLE = "idle"
+    CHANNEL = "channel"  # the office's entry: phone or mail
     CATEGORY = "category"
     UNIT = "unit"
     UNIT_OTHER = "unit_other"
@@ -42,9 +45,11 @@ class Draft:
     unit_other: str | None = None
     place: str | None = None
     text: str | None = None
+    channel: str | None = None  # an office entry's phone | mail (a citizen's tip: None, "telegram")
     evidence: list[EvidenceItem] = field(default_factory=list)
     editing: bool = False  # after an edit, go back to the review
     notify: bool = False  # the tipster asked to be told of news
+    nonce: str = field(default_factory=lambda: secrets.token_urlsafe(9))  # on the Submit button
 
     def complete(self) -> bool:
         return None not in (self.category, self.unit, self.place, self.text)
@@ -58,10 +63,12 @@ class ChatSession:
     unit_page: int = 0
     tip_id: int | None = None  # the tip opened with a receipt code
     question_id: int | None = None  # the team's question being answered
+    open_questions: list[int] = field(default_factory=list)  # the opened tip's unanswered questions
     addition_text: list[str] = field(default_factory=list)
     addition_evidence: list[EvidenceItem] = field(default_factory=list)
     touched: datetime | None = None
     expired_notice: bool = False
+    pending_ack: asyncio.Task[None] | None = field(default=None, repr=False, compare=False)  # an album's answer
 
 
 @dataclass

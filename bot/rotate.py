@@ -28,11 +28,14 @@ from typing import TextIO
 from sqlalchemy import Column, Engine, Table, func, select, update
 
 from bot.keyfile import write_private
-from bot.security import Keyring, new_data_key
+from bot.security import DecryptionError, Keyring, new_data_key
 from storage.models import Base
 
 # Encrypted with another key than the data key.
 NOT_DATA_KEY = {("notify_contacts", "chat_enc")}
+# Under the data key or the contact key (receipts on their way: the data key only when no
+# contact key is configured): re-encrypted when the data key opens them.
+EITHER_KEY = {("pending_receipts", "sealed")}
 BATCH = 500
 FERNET_PREFIX = "gAAAAA"  # a bare Fernet token (version byte 0x80): the data key's
 
@@ -41,6 +44,7 @@ FERNET_PREFIX = "gAAAAA"  # a bare Fernet token (version byte 0x80): the data ke
 class EncryptedColumn:
     table: Table
     column: Column  # type: ignore[type-arg]
+    maybe_other_key: bool = False
 
     @property
     def name(self) -> str:
@@ -54,6 +58,8 @@ def encrypted_columns() -> list[EncryptedColumn]:
         for column in table.columns:
             if column.name.endswith("_enc") and (table.name, column.name) not in NOT_DATA_KEY:
                 out.append(EncryptedColumn(table, column))
+            elif (table.name, column.name) in EITHER_KEY:
+                out.append(EncryptedColumn(table, column, maybe_other_key=True))
     return out
 
 
@@ -110,7 +116,13 @@ def reencrypt(engine: Engine, keyring: Keyring, progress: Callable[[int, str], N
                 for row_key, token in rows:
                     if not token.startswith(FERNET_PREFIX):
                         continue  # sealed under another key (the update journal's own): not the data key's
-                    conn.execute(update(enc.table).where(key == row_key).values({enc.column.name: keyring.rotate(token)}))
+                    try:
+                        rotated = keyring.rotate(token)
+                    except DecryptionError:
+                        if enc.maybe_other_key:
+                            continue
+                        raise
+                    conn.execute(update(enc.table).where(key == row_key).values({enc.column.name: rotated}))
             if not rows:
                 break
             last = rows[-1][0]

@@ -8,13 +8,15 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Update
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Update
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, NetworkError
 from telegram.ext import Application, CallbackContext, ExtBot
 
 from bot.deps import Deps
+from bot.domain.text import normalise
 from bot.services.outbox import Button
+from bot.services.staff import staff_by_user
 from bot.splitting import split_html
 
 
@@ -53,13 +55,26 @@ async def reply(
     chat = update.effective_chat
     if chat is None:
         return
+    await send(context.bot, chat.id, text, buttons, protect=protect)
+
+
+async def send(
+    bot: Bot,
+    chat_id: int,
+    text: str,
+    buttons: list[list[Button]] | None = None,
+    *,
+    protect: bool = False,
+) -> None:
+    """Send to a chat now (not through the outbox): long texts are split, buttons go with
+    the last part, network errors are retried a few times, then raised."""
     parts = split_html(text)
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
         for attempt in range(REPLY_ATTEMPTS):
             try:
-                await context.bot.send_message(
-                    chat_id=chat.id,
+                await bot.send_message(
+                    chat_id=chat_id,
                     text=part,
                     parse_mode=ParseMode.HTML,
                     reply_markup=keyboard(buttons) if last else None,
@@ -73,6 +88,33 @@ async def reply(
                 if attempt == REPLY_ATTEMPTS - 1:
                     raise
                 await asyncio.sleep(0.5 * 2**attempt)
+
+
+def initial_lang(deps: Deps, update: Update) -> str:
+    """A newcomer's language, from their Telegram app's language."""
+    code = (update.effective_user.language_code or "") if update.effective_user else ""
+    if code.startswith("en"):
+        return "en"
+    if code.startswith("zh"):
+        return "zh-CN"
+    return deps.config.campaign.default_language
+
+
+def person_lang(update: Update, context: Context) -> str:
+    """The language to answer this person in: a staff member's own (set with /language);
+    a citizen's, as chosen in this chat (kept in memory only); else their app's."""
+    deps = deps_of(context)
+    user, chat = update.effective_user, update.effective_chat
+    if user is not None:
+        with deps.sessions.begin() as session:
+            member = staff_by_user(session, user.id)
+            if member is not None:
+                return member.language
+    if chat is not None and chat.type == "private":
+        session_ = deps.chats.peek(deps.keyring.pseudonym("chat", chat.id))
+        if session_ is not None:
+            return session_.lang
+    return initial_lang(deps, update)
 
 
 def private(update: Update) -> bool:
@@ -102,10 +144,11 @@ def unit_picker(deps: Deps, lang: str, page: int, make: Callable[..., Button]) -
 
 async def checked_text(update: Update, context: Context, lang: str, text: str, maximum: int, minimum: int = 1
                        ) -> str | None:
-    """The typed text, stripped, if its length is within bounds; else None, after telling
-    the person the limit (an overlong text is refused, never cut)."""
+    """The typed text, normalised (bot/domain/text.py: invisible characters removed, spaces
+    tidied), if its length is within bounds; else None, after telling the person why (an
+    overlong text is refused, never cut; a text of invisible characters is empty)."""
     deps = deps_of(context)
-    value = text.strip()
+    value = normalise(text)
     if not value:
         await reply(update, context, deps.texts.msg(lang, "empty_text"))
     elif len(value) > maximum:

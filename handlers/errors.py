@@ -9,7 +9,7 @@ from telegram import Update
 from telegram.error import TelegramError
 
 from bot import metrics
-from handlers.common import Context, deps_of, reply
+from handlers.common import Context, deps_of, person_lang, reply
 
 log = logging.getLogger("tipline.errors")
 
@@ -27,4 +27,11 @@ async def on_error(update: object, context: Context) -> None:
     if isinstance(update, Update) and update.effective_chat is not None and update.callback_query is None:
         deps = deps_of(context)
         with contextlib.suppress(TelegramError):
-            await reply(update, context, deps.texts.msg(deps.config.campaign.default_language, "error_generic"))
+            await reply(update, context, deps.texts.msg(_lang(update, context), "error_generic"))
+
+
+def _lang(update: Update, context: Context) -> str:
+    try:
+        return person_lang(update, context)
+    except Exception:  # the database may be what failed
+        return deps_of(context).config.campaign.default_language

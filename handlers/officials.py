@@ -17,10 +17,11 @@ from bot.services import bulletins as bulletin_service
 from bot.services import officials as official_service
 from bot.services.outbox import Button
 from bot.services.staff import staff_by_user
-from handlers.common import Context, deps_of, keyboard, private, reply
+from handlers.common import Context, checked_text, deps_of, keyboard, person_lang, private, reply
 from storage.models import Staff
 from storage.models_officials import Bulletin, Subscription
 
+NOTE_MAX_CHARS = 1000
 PENDING_NOTES = "pending_notes"  # bot_data: office member's user id -> bulletin id awaiting a note
 
 
@@ -47,7 +48,7 @@ async def _refuse(update: Update, context: Context) -> None:
     """Only officials have settings and bulletins (commands in groups pass silently)."""
     if private(update):
         deps = deps_of(context)
-        await reply(update, context, deps.texts.msg(deps.config.campaign.default_language, "officials_only"))
+        await reply(update, context, deps.texts.msg(person_lang(update, context), "officials_only"))
 
 
 async def send_settings(update: Update, context: Context, intro: str | None = None) -> bool:
@@ -105,7 +106,7 @@ async def on_official_button(update: Update, context: Context) -> None:
     deps = deps_of(context)
     query = update.callback_query
     assert query is not None and query.data is not None
-    default = deps.config.campaign.default_language
+    default = person_lang(update, context)
     payload = deps.keyring.verify(query.data)
     parts = (payload or "").split(":")
     if len(parts) != 3 or parts[0] != "of":
@@ -148,7 +149,7 @@ async def on_bulletin_button(update: Update, context: Context) -> None:
     deps = deps_of(context)
     query = update.callback_query
     assert query is not None and query.data is not None
-    default = deps.config.campaign.default_language
+    default = person_lang(update, context)
     payload = deps.keyring.verify(query.data)
     parts = (payload or "").split(":")
     if len(parts) != 3 or parts[0] != "bl" or not parts[2].isdigit() or parts[1] not in ("pub", "note", "hold"):
@@ -204,12 +205,18 @@ async def on_note_text(update: Update, context: Context) -> None:
     with deps.sessions.begin() as session:
         member = staff_by_user(session, user.id)
         lang = member.language if member else deps.config.campaign.default_language
-        if member is None or member.role != "office":
-            raise ApplicationHandlerStop
-        if message.text.strip() == "/cancel":
-            await reply(update, context, deps.texts.msg(lang, "bulletin_note_cancelled"))
-            raise ApplicationHandlerStop
-        decision, b = bulletin_service.set_note(session, deps, bulletin_id, message.text[:1000])
+        office = member is not None and member.role == "office"
+    if not office:
+        raise ApplicationHandlerStop
+    if message.text.strip() == "/cancel":
+        await reply(update, context, deps.texts.msg(lang, "bulletin_note_cancelled"))
+        raise ApplicationHandlerStop
+    note = await checked_text(update, context, lang, message.text, NOTE_MAX_CHARS)
+    if note is None:  # empty or too long: said so; the next text is still the note
+        pending[user.id] = bulletin_id
+        raise ApplicationHandlerStop
+    with deps.sessions.begin() as session:
+        decision, b = bulletin_service.set_note(session, deps, bulletin_id, note)
         if decision is bulletin_service.Decision.DONE and b is not None:
             bulletin_service.send_draft(session, deps, now, b)
             text = deps.texts.msg(lang, "bulletin_note_saved", number=b.number)

@@ -10,23 +10,19 @@ from sqlalchemy import update as sql_update
 from telegram import CallbackQuery, Update
 from telegram.error import BadRequest
 
+from bot.config import LANGUAGES
 from bot.drafts import Backoff, backoff_wait
 from bot.services import staff as staff_service
 from bot.services.office import OFFICE_TEAM
+from bot.services.outbox import Button
 from bot.services.staff import AckStatus, JoinStatus
-from handlers.common import Context, deps_of, private, reply
+from handlers.common import Context, deps_of, person_lang, private, reply
 from storage.directory import is_team_chat
 from storage.models import TeamChat
 
 
 def _lang(context: Context, update: Update) -> str:
-    deps = deps_of(context)
-    if update.effective_user is not None:
-        with deps.sessions.begin() as session:
-            member = staff_service.staff_by_user(session, update.effective_user.id)
-            if member is not None:
-                return member.language
-    return deps.config.campaign.default_language
+    return person_lang(update, context)
 
 
 async def join(update: Update, context: Context) -> None:
@@ -34,7 +30,7 @@ async def join(update: Update, context: Context) -> None:
     user, chat = update.effective_user, update.effective_chat
     if user is None or chat is None:
         return
-    lang = deps.config.campaign.default_language
+    lang = person_lang(update, context)
     code = " ".join(context.args or [])
     if not code.strip():
         await reply(update, context, deps.texts.msg(lang, "join_usage"))
@@ -138,3 +134,44 @@ async def chat_member(update: Update, context: Context) -> None:
     with deps.sessions.begin() as session:
         if is_team_chat(session, change.chat.id):
             session.execute(sql_update(TeamChat).where(TeamChat.chat_id == change.chat.id).values(active=False))
+
+
+# --- a staff member's language ---------------------------------------------------------------
+async def language_command(update: Update, context: Context) -> None:
+    """/language: a staff member chooses the language tipline addresses them in (cards,
+    reminders, answers); anyone else gets the chat's language choice."""
+    if not private(update) or update.effective_user is None:
+        return
+    deps = deps_of(context)
+    with deps.sessions.begin() as session:
+        member = staff_service.staff_by_user(session, update.effective_user.id)
+        lang = member.language if member is not None else None
+    if lang is None:
+        from handlers.citizen import choose_language
+
+        await choose_language(update, context)
+        return
+    rows = [[Button(deps.texts.button(lang, "lang_zh"), deps.keyring.sign("sl:zh-CN")),
+             Button(deps.texts.button(lang, "lang_en"), deps.keyring.sign("sl:en"))]]
+    await reply(update, context, deps.texts.msg(lang, "choose_language"), rows)
+
+
+async def on_language_button(update: Update, context: Context) -> None:
+    deps = deps_of(context)
+    query = update.callback_query
+    assert query is not None and query.data is not None
+    payload = deps.keyring.verify(query.data) or ""
+    _, _, lang = payload.partition(":")
+    with deps.sessions.begin() as session:
+        member = staff_service.staff_by_user(session, query.from_user.id)
+        if member is not None and payload.startswith("sl:") and lang in LANGUAGES:
+            member.language = lang
+        else:
+            member = None
+    if member is None:
+        await _answer(query, deps.texts.msg(person_lang(update, context), "button_invalid"))
+        return
+    with contextlib.suppress(BadRequest):
+        await query.answer()
+        await query.edit_message_reply_markup(reply_markup=None)
+    await reply(update, context, deps.texts.msg(lang, "language_set"))

@@ -23,8 +23,8 @@ from bot.domain.lifecycle import CaseAction, Outcome
 from bot.services import workflow
 from bot.services.outbox import Button
 from bot.services.workflow import Allowed, OutcomeInput, ReceiveStatus, Refused
-from handlers.citizen import evidence_of
-from handlers.common import Context, checked_text, deps_of, keyboard, private, reply
+from handlers.intake import evidence_of
+from handlers.common import Context, checked_text, deps_of, keyboard, person_lang, private, reply
 from storage.models import Tip
 
 FLOW_TTL = timedelta(minutes=30)
@@ -67,7 +67,7 @@ async def on_case_button(update: Update, context: Context) -> None:
     deps = deps_of(context)
     query = update.callback_query
     assert query is not None and query.data is not None
-    lang = deps.config.campaign.default_language
+    lang = person_lang(update, context)
     payload = deps.keyring.verify(query.data)
     parts = payload.split(":") if payload else []
     if len(parts) < 2 or not parts[1].isdigit() or parts[0] not in (*ACTIONS, "rcv"):
@@ -188,7 +188,7 @@ async def on_flow_button(update: Update, context: Context) -> None:
     user_id = query.from_user.id
     flow = _live_flow(deps, user_id)
     payload = deps.keyring.verify(query.data)
-    lang = flow.lang if flow else deps.config.campaign.default_language
+    lang = flow.lang if flow else person_lang(update, context)
     if payload is None or not payload.startswith("wf:"):
         await _answer(query, deps.texts.msg(lang, "button_invalid"), alert=True)
         return

@@ -3,8 +3,9 @@
 Anonymity is a property of this schema: no table has a column for a tipster's Telegram
 id, username, name, phone or language. Tip content (`*_enc`) is Fernet-encrypted. The
 only tipster-derived key is `tips.receipt_hash`, a slow keyed hash of the receipt code.
-Two tables may hold a chat id, both only encrypted and only for a short time: the
-update journal (until the update is processed) and nothing else in this version.
+Tables that may hold a tipster's chat id, only encrypted and only for a short time: the
+update journal (until the update is processed), the opted-in news contacts (until the case
+closes) and the pending receipts (until the receipt code has reached the chat).
 Staff are not anonymous: their Telegram ids are stored so that buttons can be checked.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 from sqlalchemy import (
+    false,
     BigInteger,
     Boolean,
     Date,
@@ -130,6 +132,11 @@ class Tip(Base):
     acknowledged_by: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     outcome_due_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
+    # A keyed hash of the draft's random submission token: a second press of Submit (or the
+    # same press handled again after a crash) finds the tip instead of storing another.
+    submit_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The receipt code never reached the chat that submitted the tip (see PendingReceipt).
+    receipt_undelivered: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     evidence: Mapped[list[Evidence]] = relationship(
         back_populates="tip", order_by="Evidence.id", cascade="all, delete-orphan"
@@ -391,3 +398,19 @@ __all__ = [
 
 # The officials' tables live in their own module; imported here so that Alembic sees them.
 from storage import models_officials  # noqa: E402,F401
+
+
+class PendingReceipt(Base):
+    """A receipt code on its way to the chat that submitted the tip, kept only until that
+    chat has the message: the code and the chat are sealed together (never in clear) and
+    the row is deleted on delivery, or when delivery is given up (then the tip is marked
+    `receipt_undelivered`)."""
+
+    __tablename__ = "pending_receipts"
+
+    tip_id: Mapped[int] = mapped_column(ForeignKey("tips.id", ondelete="CASCADE"), primary_key=True)
+    sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime] = mapped_column(index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_until: Mapped[datetime | None]

@@ -29,7 +29,7 @@ DEFAULT_BATCH = 500
 SUMMARY_COLUMNS = (
     "tip", "channel", "received", "category", "category_name", "unit", "unit_name", "team", "team_name",
     "state", "acknowledged_at", "acknowledged_by", "ack_due_at", "ack_met",
-    "outcome", "person", "post", "breach", "outcome_recorded_at",
+    "outcome", "person", "post", "breach", "outcome_recorded_at", "receipt_delivered",
 )
 CONTENT_COLUMNS = ("unit_other", "place", "text")
 TIME_FORMAT = "%Y-%m-%d %H:%M"
@@ -66,6 +66,7 @@ def _query(deps: Deps, period: Period, with_content: bool) -> Select[Any]:
         Tip.id, Tip.channel, Tip.created_at, Tip.category, Tip.unit_key, Tip.team_number, Tip.state,
         Tip.acknowledged_at, Staff.display_name, Tip.ack_due_at,
         Outcome.outcome, Outcome.person_name, Outcome.person_post, Outcome.breach_category, Outcome.recorded_at,
+        Tip.receipt_undelivered,
     ]
     if with_content:
         cols += [Tip.unit_other_enc, Tip.place_enc, Tip.text_enc]
@@ -104,6 +105,7 @@ def rows(
                 r.team_number, texts.team_name(r.team_number, lang), r.state,
                 r.acknowledged_at, r.display_name, r.ack_due_at, met,
                 r.outcome, r.person_name, r.person_post, r.breach_category, r.recorded_at,
+                "no" if r.receipt_undelivered else "yes",
             ]
             if with_content:
                 row += [k.decrypt_opt(r.unit_other_enc), k.decrypt(r.place_enc), k.decrypt(r.text_enc)]

@@ -35,11 +35,12 @@ def public_timeline(tip: Tip, keyring: Keyring) -> list[tuple[datetime, str, int
     ]
 
 
-def open_question(session: Session, keyring: Keyring, tip_id: int) -> tuple[int, str] | None:
-    question = session.scalar(
+def open_questions(session: Session, keyring: Keyring, tip_id: int) -> list[tuple[int, str]]:
+    """Every question to the tipster not answered yet, oldest first: (id, text)."""
+    questions = session.scalars(
         select(Question).where(Question.tip_id == tip_id, Question.answered_at.is_(None)).order_by(Question.id)
     )
-    return (question.id, keyring.decrypt(question.text_enc)) if question else None
+    return [(q.id, keyring.decrypt(q.text_enc)) for q in questions]
 
 
 def add_information(

@@ -29,6 +29,7 @@ class NewTip:
     text: str
     evidence: tuple[EvidenceItem, ...] = ()
     channel: str = "telegram"
+    submit_key: str | None = None  # see receipts.submit_key
 
 
 def submit(session: Session, deps: Deps, new: NewTip, receipt_hash: str, now: datetime) -> int:
@@ -42,6 +43,7 @@ def submit(session: Session, deps: Deps, new: NewTip, receipt_hash: str, now: da
     k = deps.keyring
     tip = Tip(
         receipt_hash=receipt_hash,
+        submit_key=new.submit_key,
         channel=new.channel,
         category=new.category,
         unit_key=new.unit,

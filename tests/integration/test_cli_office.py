@@ -154,6 +154,27 @@ def test_audit_prints_the_trail_and_the_public_timeline(cli: Any, deps: Deps, cl
         assert session.scalar(select(func.count(AuditEntry.id)).where(AuditEntry.action == "viewed_audit")) == 1
 
 
+def test_audit_and_export_show_a_tip_whose_receipt_never_arrived(cli: Any, deps: Deps, tmp_path: Path) -> None:
+    from bot.services import receipts
+    from storage.models import PendingReceipt
+
+    assert cli("enter", "--channel", "mail", "--category", "absence", "--unit", "dingchang", "--place", "大厅",
+               "--text", TEXT)[0] == 0
+    with deps.sessions.begin() as session:  # a receipt kept for delivery, then given up
+        receipts.keep(session, deps, 1, receipts.Receipt(chat_id=1, code="0000", lang="zh-CN", kind="citizen"),
+                      deps.clock.now())
+    with deps.sessions.begin() as session:
+        assert receipts.failed(session, deps, 1, deps.clock.now(), permanent=True, reason="Forbidden")
+        assert session.get(PendingReceipt, 1) is None
+    status, out, err = cli("audit", "1")
+    assert status == 0, err
+    assert "receipt code: NOT delivered" in out and "receipt_undelivered Forbidden" in out
+    out_file = tmp_path / "cases.csv"
+    assert cli("export", "--out", str(out_file))[0] == 0
+    rows = list(csv.reader(io.StringIO(out_file.read_bytes().decode("utf-8-sig"))))
+    assert rows[1][rows[0].index("receipt_delivered")] == "no"
+
+
 def test_audit_of_an_unknown_tip_is_an_error(cli: Any, deps: Deps) -> None:
     status, out, err = cli("audit", "42")
     assert (status, out) == (2, "") and "no tip #42" in err
@@ -214,18 +235,18 @@ def cases(deps: Deps, clock: FakeClock) -> Deps:
 EXPECTED = [
     ["tip", "channel", "received", "category", "category_name", "unit", "unit_name", "team", "team_name", "state",
      "acknowledged_at", "acknowledged_by", "ack_due_at", "ack_met", "outcome", "person", "post", "breach",
-     "outcome_recorded_at"],
+     "outcome_recorded_at", "receipt_delivered"],
     ["1", "telegram", "2026-03-02 09:30", "absence", "迟到早退脱岗", "dingchang", "定昌镇", "1", "第一督查组",
      "acknowledged", "2026-03-02 09:40", "王组长", "2026-03-02 13:30", "yes", "verified", "张三", "科员", "absence",
-     "2026-03-02 10:30"],
+     "2026-03-02 10:30", "yes"],
     ["2", "phone", "2026-03-03 08:00", "official-car", "公车私用", "other", "", "7", "第七督查组", "routed", "", "",
-     "2026-03-03 12:00", "no", "", "", "", "", ""],
+     "2026-03-03 12:00", "no", "", "", "", "", "", "yes"],
     ["3", "mail", "2026-03-03 23:50", "efficiency", "办事效率低、制度不执行", "land", "国土局", "6", "第六督查组",
-     "acknowledged", "2026-03-04 04:00", "Lead Six", "2026-03-04 03:50", "no", "", "", "", "", ""],
+     "acknowledged", "2026-03-04 04:00", "Lead Six", "2026-03-04 03:50", "no", "", "", "", "", "", "yes"],
     ["4", "telegram", "2026-03-04 00:10", "public-dining", "公款吃喝", "guocun", "郭村镇", "7", "第七督查组", "routed",
-     "", "", "2026-03-04 04:10", "no", "", "", "", "", ""],
+     "", "", "2026-03-04 04:10", "no", "", "", "", "", "", "yes"],
     ["5", "telegram", "2026-03-04 09:00", "absence", "迟到早退脱岗", "xindian", "新店镇", "2", "第二督查组", "routed",
-     "", "", "2026-03-04 13:00", "pending", "", "", "", "", ""],
+     "", "", "2026-03-04 13:00", "pending", "", "", "", "", "", "yes"],
 ]
 
 
@@ -254,8 +275,8 @@ def test_export_with_content_and_a_period(cli: Any, cases: Deps, tmp_path: Path)
     assert status == 0, err
     table = list(csv.reader(io.StringIO(out.read_bytes().decode("utf-8-sig"))))
     assert table[0] == EXPECTED[0] + ["unit_other", "place", "text"]
-    assert [row[:19] for row in table[1:]] == EXPECTED[2:]
-    assert [row[19:] for row in table[1:]] == [
+    assert [row[:20] for row in table[1:]] == EXPECTED[2:]
+    assert [row[20:] for row in table[1:]] == [
         ["县水务中心", "大厅", TEXT],
         ["", "大厅", TEXT],
         ["", "'@某饭店 中午", "'" + FORMULA],  # a spreadsheet must not run what a tipster typed
@@ -285,8 +306,8 @@ def test_export_xlsx_reads_back(cli: Any, cases: Deps, tmp_path: Path) -> None:
                               "定昌镇", 1, "第一督查组", "acknowledged"]
     assert values[1][10:19] == [datetime(2026, 3, 2, 9, 40), "王组长", datetime(2026, 3, 2, 13, 30), "yes", "verified",
                                 "张三", "科员", "absence", datetime(2026, 3, 2, 10, 30)]
-    assert values[2][11] is None and values[2][19] == "县水务中心"
-    formula = sheet.cell(row=5, column=22)
+    assert values[2][11] is None and values[2][19] == "yes" and values[2][20] == "县水务中心"
+    formula = sheet.cell(row=5, column=23)
     assert formula.value == FORMULA and formula.data_type == "s"  # text, not a formula
     assert [row[0] for row in values[1:]] == [1, 2, 3, 4, 5]
 
