@@ -1,6 +1,6 @@
 """Benchmark: a bulletin broadcast to many officials at Telegram's rate limit.
 
-    python bench/broadcast.py [--subscribers 10000] [--rate 30] [--error-rate 0.01] [--database-url URL]
+    python bench/broadcast.py [--subscribers 10000] [--runs 3] [--rate 30] [--error-rate 0.01] [--database-url URL]
 
 A fake Bot API on 127.0.0.1 (bot/fakeapi, in a thread) enforces `--rate` messages a
 second overall and 1 a second per chat by answering 429 with `retry_after`, and fails 1%
@@ -9,13 +9,17 @@ text, then its document (uploaded once, then sent by file id).
 
 1. tipline: the broadcast is queued as outbox rows (one per recipient and part) and
    delivered by tipline's sender through its pacing rate limiter.
-2. PTB's AIORateLimiter (max_retries=3) sends the same messages, one task per subscriber
-   (text, then document), each request retried up to 3 times on a network error.
+2. PTB's AIORateLimiter sends the same messages, one task per subscriber (text, then
+   document), given the same margin as tipline's limiter (its overall rate 3% under the
+   limit) and enough retries to lose nothing: the limiter retries a RetryAfter up to 50
+   times, and a network error (5xx) is tried again with back-off until it goes.
 
-Printed for each: achieved rate as a share of the limit, 429s received, messages lost,
-duplicates, wall time, peak memory (process-wide, includes the fake server). Asserts
-nothing. At the real limit 10,000 subscribers take about 2 x 10,000 / 30 s = 11 minutes
-per sender; `--subscribers 2000` runs both in about 5 minutes.
+Each side runs `--runs` times (3 by default), alternating, each tipline run on a fresh
+database; printed per run and as medians, with tipline's figure over PTB's: achieved rate
+as a share of the limit, 429s received, messages lost, duplicates, wall time, peak memory
+(process-wide, includes the fake server). Asserts nothing. At the real limit 10,000
+subscribers take about 2 x 10,000 / 30 s = 11 minutes per run, 50,000 about 56 minutes;
+`--subscribers 1000 --runs 3` runs both sides in about 7 minutes.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -41,7 +46,7 @@ from telegram.request import HTTPXRequest  # noqa: E402
 
 from bot.app import build_deps  # noqa: E402
 from bot.clock import SystemClock  # noqa: E402
-from bot.ratelimit import PacingRateLimiter  # noqa: E402
+from bot.ratelimit import GLOBAL_MARGIN, PacingRateLimiter, retry_after_seconds  # noqa: E402
 from bot.sender import OutboxSender  # noqa: E402
 from bot.services import broadcast  # noqa: E402
 from bot.services.officials import Recipient  # noqa: E402
@@ -70,9 +75,12 @@ class Figures:
     wall: float
     peak_mib: float
 
-    def row(self, limit: float) -> str:
+    def rate(self) -> float:
         span = max(self.last - self.first, 1e-9)
-        rate = (self.delivered - 1) / span if self.delivered > 1 else 0.0
+        return (self.delivered - 1) / span if self.delivered > 1 else 0.0
+
+    def row(self, limit: float) -> str:
+        rate = self.rate()
         return (f"{self.name:<24} {rate:7.2f} msg/s = {100 * rate / limit:5.1f}% of {limit:g}   "
                 f"429s {self.count_429:<5} 5xx {self.count_5xx:<4} lost {self.lost:<4} dup {self.duplicates:<4} "
                 f"wall {self.wall:7.1f} s   peak RSS {self.peak_mib:6.0f} MiB")
@@ -146,7 +154,7 @@ def ptb_run(srv: FakeBotAPI, n: int, rate: float) -> Figures:
     async def go() -> float:
         bot = ExtBot(TOKEN, base_url=srv.base_url, base_file_url=srv.base_file_url,
                      request=HTTPXRequest(connection_pool_size=64, pool_timeout=30.0),
-                     rate_limiter=AIORateLimiter(overall_max_rate=rate, max_retries=3))
+                     rate_limiter=AIORateLimiter(overall_max_rate=rate / (1 + GLOBAL_MARGIN), max_retries=50))
         async with bot:
             # The document is uploaded once (as tipline does) to get a file id.
             message = await bot.send_document(FIRST_CHAT - 1, document=b"<html>" + TEXT.encode() * 20 + b"</html>",
@@ -157,14 +165,16 @@ def ptb_run(srv: FakeBotAPI, n: int, rate: float) -> Figures:
             start = time.monotonic()
 
             async def call(make) -> None:  # type: ignore[no-untyped-def]
-                for attempt in range(4):
+                attempt = 0
+                while True:
                     try:
                         await make()
                         return
-                    except RetryAfter:
-                        return  # AIORateLimiter retried max_retries times already: lost
+                    except RetryAfter as exc:  # after 50 retries in the limiter: still not lost
+                        await asyncio.sleep(retry_after_seconds(exc))
                     except NetworkError:
-                        await asyncio.sleep(2 ** attempt)
+                        await asyncio.sleep(min(30.0, 0.5 * 2 ** attempt))
+                        attempt += 1
                     except TelegramError:
                         return
 
@@ -181,31 +191,60 @@ def ptb_run(srv: FakeBotAPI, n: int, rate: float) -> Figures:
     return account(srv, "PTB AIORateLimiter", expected, wall)
 
 
+def fresh_database(base: str | None, tmp: str, run: int) -> tuple[str, object]:
+    """A new SQLite file, or a new schema in the given PostgreSQL database (dropped after)."""
+    if base is None:
+        return f"sqlite:///{tmp}/bench-{run}.sqlite3", None
+    from bench.claim import _schema_url
+
+    return _schema_url(base)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--subscribers", type=int, default=10_000)
+    p.add_argument("--runs", type=int, default=3, help="runs of each side")
     p.add_argument("--rate", type=float, default=30.0, help="overall messages per second (the fake's limit)")
     p.add_argument("--error-rate", type=float, default=0.01, help="share of transient 5xx")
-    p.add_argument("--database-url", help="default: a SQLite file in a temporary directory")
+    p.add_argument("--database-url", help="PostgreSQL database to make schemas in; default: SQLite files")
     p.add_argument("--skip-ptb", action="store_true", help="only tipline's sender")
     args = p.parse_args()
     srv = FakeBotAPI(TOKEN, global_per_second=int(args.rate), per_chat_per_second=1, group_per_minute=20,
                      transient_error_rate=args.error_rate, seed=1, strict_file_ids=False)
     srv.start_in_thread()
+    ours: list[Figures] = []
+    theirs: list[Figures] = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            url = args.database_url or f"sqlite:///{tmp}/bench.sqlite3"
             print(f"{args.subscribers} subscribers x 2 messages, limit {args.rate:g} msg/s overall and 1 msg/s "
-                  f"per chat, {100 * args.error_rate:g}% transient 5xx")
-            results = [tipline_run(srv, args.subscribers, args.rate, url)]
-            print(results[-1].row(args.rate), flush=True)
-            if not args.skip_ptb:
+                  f"per chat, {100 * args.error_rate:g}% transient 5xx, {args.runs} runs each", flush=True)
+            for run in range(args.runs):
                 srv.reset_records()
                 srv.reset_limits()
-                results.append(ptb_run(srv, args.subscribers, args.rate))
-                print(results[-1].row(args.rate), flush=True)
+                url, drop = fresh_database(args.database_url, tmp, run)
+                try:
+                    ours.append(tipline_run(srv, args.subscribers, args.rate, url))
+                finally:
+                    if drop is not None:
+                        drop()  # type: ignore[operator]
+                print(ours[-1].row(args.rate), flush=True)
+                if not args.skip_ptb:
+                    srv.reset_records()
+                    srv.reset_limits()
+                    theirs.append(ptb_run(srv, args.subscribers, args.rate))
+                    print(theirs[-1].row(args.rate), flush=True)
     finally:
         srv.stop_thread()
+    print("medians:")
+    for name, figs in (("tipline", ours), ("PTB AIORateLimiter", theirs)):
+        if figs:
+            rate = statistics.median(f.rate() for f in figs)
+            print(f"  {name:<20} {rate:6.2f} msg/s = {100 * rate / args.rate:5.1f}% of the limit, "
+                  f"429s {statistics.median(f.count_429 for f in figs):g}, lost {max(f.lost for f in figs)}, "
+                  f"dup {max(f.duplicates for f in figs)}, wall {statistics.median(f.wall for f in figs):.1f} s")
+    if ours and theirs:
+        ratio = statistics.median(f.rate() for f in ours) / max(statistics.median(f.rate() for f in theirs), 1e-9)
+        print(f"  tipline / PTB rate: {ratio:.3f}")
 
 
 if __name__ == "__main__":

@@ -182,8 +182,10 @@ async def _scheduler_tick(context: Context) -> None:
     lock: asyncio.Lock = context.bot_data["schedule_lock"]
     if lock.locked():
         return
+    failures = context.bot_data.setdefault("schedule_failures", {})
     async with lock:
-        done = await asyncio.to_thread(schedule.run_due, deps, deps.clock.now())
+        done = await jobs.guard(context, "scheduler").run(
+            lambda: asyncio.to_thread(schedule.run_due, deps, deps.clock.now(), failures))
     if done:
         deps.nudge_sender()
 
@@ -195,7 +197,7 @@ async def _report_progress(context: Context) -> None:
         with deps.sessions.begin() as session:
             return broadcast.report_progress(session, deps, deps.clock.now())
 
-    if await asyncio.to_thread(work):
+    if await jobs.guard(context, "broadcast progress").run(lambda: asyncio.to_thread(work)):
         deps.nudge_sender()
 
 
@@ -213,7 +215,8 @@ class Runtime:
         if migrate:
             upgrade(self.engine, keyring=self.deps.keyring)
         self.app = build_application(self.deps)
-        self.sender = OutboxSender(self.app.bot, self.deps)
+        self.sender = OutboxSender(self.app.bot, self.deps, on_give_up=self.give_up)
+        self.failure: BaseException | None = None
         self.poller = DurablePoller(self.app, self.deps, timeout=config.telegram.poll_timeout_seconds)
         self.app.bot_data["poller"] = self.poller
         self._poll_task: asyncio.Task[None] | None = None
@@ -244,15 +247,21 @@ class Runtime:
 
     async def crash(self) -> None:
         """Die abruptly (tests): tasks cancelled mid-flight, nothing finished or recorded."""
-        for task in (self._poll_task, self.sender._task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        self.sender.kill()
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._poll_task
         with contextlib.suppress(Exception):
             await self.app.stop()
             await self.app.shutdown()
         self.engine.dispose()
+
+    def give_up(self, exc: BaseException) -> None:
+        """A supervised loop kept dying: stop, so that the process exits non-zero and its
+        supervisor (systemd, the container runtime) starts it again."""
+        self.failure = exc
+        self.poller.stop()
 
     async def wait(self) -> None:
         if self._poll_task is not None:
@@ -304,3 +313,5 @@ async def serve(config: Config) -> None:
         if health is not None:
             await health.stop()
         engine.dispose()
+    if runtime is not None and runtime.failure is not None:
+        raise SystemExit(1)  # a loop kept dying: the supervisor starts tipline again

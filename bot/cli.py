@@ -208,7 +208,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 
 def cmd_broadcast_status(args: argparse.Namespace) -> int:
-    from bot.services.broadcast import status_lines
+    from bot.services.broadcast import failure_reasons, status_lines
 
     config = _config(args)
     logs.quiet_libraries()
@@ -222,6 +222,9 @@ def cmd_broadcast_status(args: argparse.Namespace) -> int:
             when = deps.texts.local_time(b.created_at)
             print(f"#{b.id:<5} {when}  {b.kind:<11} {b.ref:<10}  delivered {p.delivered} of {p.recipients}, "
                   f"{p.failed} failed, {p.recipients - p.delivered - p.failed} waiting  [{state}]")
+            if p.failed:
+                for error, n in failure_reasons(session, b.id):
+                    print(f"       {n} part(s) failed: {error}")
     return 0
 
 

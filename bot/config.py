@@ -64,6 +64,7 @@ class TelegramConfig(_Model):
     per_chat_per_second: float = Field(default=1.0, gt=0, le=100)
     group_per_minute: float = Field(default=20.0, gt=0, le=6000)
     max_send_attempts: int = Field(default=12, ge=1, le=1000)
+    send_lease_seconds: float = Field(default=30.0, ge=3, le=600)
 
 
 class DatabaseConfig(_Model):

@@ -1,12 +1,24 @@
 """Work done on a timer (PTB's JobQueue): due reminders and escalations, news for tipsters
 who opted in, forgetting idle drafts. Due work lives in tables, so nothing here depends on
-an in-memory timer surviving a restart: the first sweep after a start catches up."""
+an in-memory timer surviving a restart: the first sweep after a start catches up.
+
+Each due step is handled in its own transaction and error boundary: a step that fails is
+counted (`due_steps.attempts`) and the sweep goes on with the next one; the failing step
+is tried again at the next sweep (steps are always taken in due order) and given up after
+`MAX_STEP_ATTEMPTS` (cancelled, its error kept, logged). A database that cannot be reached
+fails no step: the sweep stops and the tick waits with back-off (`TickGuard`), saying so
+once a minute. Every tick runs its blocking database work in a worker thread.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bot import liveness
@@ -15,25 +27,65 @@ from bot.services import deadlines, delivery, notify, outbox
 from bot.services.office import office_targets
 from bot.services.outbox import Button
 from bot.services.views import add_event
+from bot.supervise import Backoff, ThrottledLog
 from storage.models import Breach, DueStep, RequiredAction, Tip
 
 log = logging.getLogger(__name__)
 BATCH = 200
+MAX_STEP_ATTEMPTS = 5
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """The database itself is away (a dropped connection, a locked file): not the step's fault."""
+    if isinstance(exc, OSError):
+        return True
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or type(exc.orig).__name__ in ("OperationalError", "InterfaceError"))
 
 
 def sweep_due_steps(deps: Deps, now: datetime | None = None) -> int:
-    """Handle every due step, each in its own transaction with the messages it queues."""
+    """Handle every due step, each in its own transaction with the messages it queues.
+
+    A step that raises is counted and skipped for the rest of this sweep, so it never
+    holds up the steps behind it; at `MAX_STEP_ATTEMPTS` it is given up and logged.
+    """
     handled = 0
+    failed: list[int] = []
     for _ in range(BATCH):
         when = now or deps.clock.now()
-        with deps.sessions.begin() as session:
-            step = deadlines.claim_one(session, when)
-            if step is None:
-                break
-            _handle(session, deps, step, when)
-            step.done_at = when
-        handled += 1
+        step_id: int | None = None
+        try:
+            with deps.sessions.begin() as session:
+                step = deadlines.claim_one(session, when, exclude=failed)
+                if step is None:
+                    break
+                step_id = step.id
+                _handle(session, deps, step, when)
+                step.done_at = when
+            handled += 1
+        except Exception as exc:  # noqa: BLE001 - one step's failure must not stop the others
+            if step_id is None or is_connection_error(exc):
+                raise
+            failed.append(step_id)
+            _step_failed(deps, step_id, when, exc)
     return handled
+
+
+def _step_failed(deps: Deps, step_id: int, now: datetime, exc: BaseException) -> None:
+    error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    with deps.sessions.begin() as session:
+        step = session.get(DueStep, step_id)
+        if step is None:
+            return
+        step.attempts += 1
+        step.last_error = error[:256]
+        if step.attempts >= MAX_STEP_ATTEMPTS:
+            step.cancelled_at = now
+            step.last_error = f"gave up: {error}"[:256]
+            log.error("due step %s (%s) given up after %d attempts: %s", step.id, step.token, step.attempts, error)
+        else:
+            log.warning("due step %s (%s) failed (attempt %d of %d): %s", step.id, step.token, step.attempts,
+                        MAX_STEP_ATTEMPTS, error)
 
 
 def _handle(session: Session, deps: Deps, step: DueStep, now: datetime) -> None:
@@ -105,13 +157,58 @@ def _action_notice(session: Session, deps: Deps, action: RequiredAction, step: D
                        purpose="action_due", tip_id=breach.tip_id)
 
 
+class TickGuard:
+    """One tick's error boundary: an error is logged once a minute (not per tick) and the
+    tick's next runs are skipped with back-off until it succeeds again."""
+
+    def __init__(self, name: str, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self.backoff = Backoff(base=1.0, cap=60.0)
+        self.log = ThrottledLog(log, monotonic=monotonic)
+        self.monotonic = monotonic
+        self.not_before = 0.0
+        self.failures = 0
+
+    async def run(self, work: Callable[[], Awaitable[object]]) -> object | None:
+        if self.monotonic() < self.not_before:
+            return None
+        try:
+            result = await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a tick never dies
+            self.failures += 1
+            self.not_before = self.monotonic() + self.backoff.next_delay()
+            kind = "database unavailable" if isinstance(exc, SQLAlchemyError | OSError) else "failed"
+            self.log("error", logging.ERROR, "%s: %s (%s: %s); retrying with back-off", self.name, kind,
+                     type(exc).__name__, _first_line(exc))
+            return None
+        if self.backoff.attempts:
+            self.backoff.reset()
+            self.log.recovered("error", "%s: working again", self.name)
+        return result
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0][:200] if text else ""
+
+
+def guard(context, name: str) -> TickGuard:  # type: ignore[no-untyped-def]
+    guards = context.bot_data.setdefault("tick_guards", {})
+    if name not in guards:
+        guards[name] = TickGuard(name)
+    return guards[name]
+
+
 async def tick(context) -> None:  # type: ignore[no-untyped-def]
-    """The JobQueue callback: sweep due steps, deliver tipsters' news, wake the sender."""
+    """The JobQueue callback: sweep due steps, deliver tipsters' news, wake the sender.
+    The sweep and the news are separate error boundaries: one failing does not stop the other."""
     deps: Deps = context.bot_data["deps"]
     liveness.beat("scheduler")
-    handled = sweep_due_steps(deps)
-    told = await notify.deliver(deps, context.bot)
+    handled = await guard(context, "due-step sweep").run(lambda: asyncio.to_thread(sweep_due_steps, deps))
+    told = await guard(context, "news for tipsters").run(lambda: notify.deliver(deps, context.bot))
     if handled:
         deps.nudge_sender()
     if handled or told:
-        log.info("sweep: %d due steps handled, %d tipsters told of news", handled, told)
+        log.info("sweep: %d due steps handled, %d tipsters told of news", handled or 0, told or 0)

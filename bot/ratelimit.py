@@ -11,6 +11,7 @@ and retries.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -21,6 +22,7 @@ from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
 
 from bot import metrics
+from bot.supervise import ThrottledLog
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,11 @@ JITTER_MARGIN = 0.05  # seconds
 GLOBAL_MARGIN = 0.03
 
 
+# Set by the outbox sender for the request it makes: called right before the request
+# leaves, it raises if the row's lease is no longer safely held (so the request stays).
+SEND_GUARD: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("send_guard", default=None)
+
+
 def retry_after_seconds(exc: RetryAfter) -> float:
     value: Any = exc._retry_after  # a timedelta in PTB 22; the public property may warn
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
@@ -79,6 +86,7 @@ class PacingRateLimiter(BaseRateLimiter[int]):
         self._paused_until = 0.0
         self.retry_after_count = 0
         self.requests = 0
+        self._throttled = ThrottledLog(log)
 
     async def initialize(self) -> None:
         pass
@@ -149,6 +157,9 @@ class PacingRateLimiter(BaseRateLimiter[int]):
             recent = self._departures
             while len(recent) == recent.maxlen and (wait := recent[0] + self._window - self._now()) > 0:
                 await asyncio.sleep(wait)
+            guard = SEND_GUARD.get()
+            if guard is not None:
+                guard()
             recent.append(self._now())
             try:
                 self.requests += 1
@@ -158,7 +169,8 @@ class PacingRateLimiter(BaseRateLimiter[int]):
                 pause = retry_after_seconds(exc) + 0.1
                 self._paused_until = max(self._paused_until, self._now() + pause)
                 metrics.retry_after(pause)
-                log.warning("Telegram asked to slow down: pausing all requests for %.1f s", pause)
+                self._throttled("429", logging.WARNING, "Telegram asked to slow down: pausing all requests for %.1f s",
+                                pause)
                 if attempt == retries:
                     raise
             finally:

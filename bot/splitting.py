@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html as _html
 import re
+import unicodedata
 
 TELEGRAM_TEXT_LIMIT = 4096
 TELEGRAM_CAPTION_LIMIT = 1024
@@ -43,9 +44,23 @@ def _tokens(html: str) -> list[tuple[str, str]]:
     return out
 
 
+def has_content(html: str) -> bool:
+    """Whether the visible text holds anything but white space and invisible format
+    characters (Telegram refuses such a message as empty)."""
+    for tok, kind in _tokens(html):
+        if kind == "tag":
+            continue
+        text = _html.unescape(tok) if kind == "entity" else tok
+        if any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in text):
+            return True
+    return False
+
+
 def split_html(html: str, limit: int = TELEGRAM_TEXT_LIMIT) -> list[str]:
+    """The parts to send, in order; never a part with nothing visible in it (an empty or
+    blank text gives no part at all)."""
     if visible_length(html) <= limit:
-        return [html]
+        return [html] if has_content(html) else []
     parts: list[str] = []
     open_tags: list[tuple[str, str]] = []  # (name, full opening tag)
     current: list[str] = []
@@ -58,7 +73,7 @@ def split_html(html: str, limit: int = TELEGRAM_TEXT_LIMIT) -> list[str]:
         tail = [] if upto is None else current[upto:]
         closing = "".join(f"</{name}>" for name, _ in reversed(tags_then))
         text = "".join(head).rstrip("\n") + closing
-        if visible_length(text) > 0:
+        if has_content(text):
             parts.append(text)
         reopening = "".join(tag for _, tag in tags_then)
         current = [reopening, *tail] if reopening else list(tail)
@@ -94,6 +109,6 @@ def split_html(html: str, limit: int = TELEGRAM_TEXT_LIMIT) -> list[str]:
                 break_state = (len(current), list(open_tags), length)
     if current:
         text = "".join(current)
-        if visible_length(text) > 0:
+        if has_content(text):
             parts.append(text)
     return parts

@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -205,6 +206,10 @@ class DueStep(Base):
     deadline: Mapped[datetime]
     done_at: Mapped[datetime | None]
     cancelled_at: Mapped[datetime | None]
+    # A step whose handling failed: tried again at the next sweep, given up (cancelled,
+    # reported) after `jobs.MAX_STEP_ATTEMPTS`.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(String(256))
 
 
 class Outcome(Base):
@@ -277,6 +282,7 @@ class NotifyContact(Base):
     created_at: Mapped[datetime]
     news_at: Mapped[datetime | None]  # something happened: tell the tipster (the sweeper does)
     final: Mapped[bool] = mapped_column(Boolean, default=False)  # the case closed: forget after telling
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # failed tries of this news
 
 
 class AuditEntry(Base):
@@ -310,6 +316,9 @@ class TipEvent(Base):
     tip: Mapped[Tip] = relationship(back_populates="events")
 
 
+OPEN_ROWS = text("status IN ('pending', 'sending')")
+
+
 class OutboxMessage(Base):
     """A message to staff, written in the transaction that decided to send it.
 
@@ -318,7 +327,16 @@ class OutboxMessage(Base):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        # The claim reads these two indexes and nothing else, so its cost does not grow
+        # with the queue (see bot/services/outbox.py): the heads that are due, in order...
+        Index("ix_outbox_ready", "ready_at", "id"),
+        # ... and the leases that ran out.
+        Index("ix_outbox_lease", "lease_until"),
+        # A chat's open rows in order: the next head when one is done, found in one probe.
+        Index("ix_outbox_open_chat", "chat_id", "id", sqlite_where=OPEN_ROWS, postgresql_where=OPEN_ROWS),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dedupe_key: Mapped[str] = mapped_column(String(128), unique=True)
@@ -336,6 +354,9 @@ class OutboxMessage(Base):
     message_id: Mapped[int | None] = mapped_column(BigInteger)
     last_error: Mapped[str | None] = mapped_column(String(256))
     broadcast_id: Mapped[int | None] = mapped_column(Integer, index=True)  # officials' broadcasts
+    # Set only on the head row of its chat (the oldest open one) while it waits: when it
+    # may be sent. NULL while it is in flight, done, or waits behind an older row.
+    ready_at: Mapped[datetime | None]
 
 
 class UpdateJournal(Base):

@@ -384,8 +384,9 @@ class FakeBotAPI:
 
     Constructor arguments besides the limits: ``transient_error_rate`` and
     ``seed`` (random 5xx, reproducible via :attr:`rng`), ``delay`` (seconds
-    before every answer), ``bot_username``/``bot_first_name`` (getMe; the bot id
-    is the token's number), ``strict_file_ids``, ``strict_html_ampersand``,
+    before every answer; a request whose client gave up meanwhile is dropped
+    unanswered), ``bot_username``/``bot_first_name`` (getMe; the bot id is the
+    token's number), ``strict_file_ids``, ``strict_html_ampersand``,
     ``max_poll_timeout`` (cap for getUpdates' ``timeout``; None honours it),
     ``first_update_id``, ``host``/``port`` (0 = a free port) and ``clock`` (the
     monotonic clock used by the limits and timestamps).
@@ -1124,6 +1125,12 @@ class FakeBotAPI:
                 raise ApiError(404, "Not Found: method not found")
             if self.delay > 0:
                 await asyncio.sleep(self.delay)
+                if request.transport is None or request.transport.is_closing():
+                    # A stalled server whose client gave up does not act on the request.
+                    with self._lock:
+                        record["status"] = 499
+                        record["error"] = "client gave up during the stall"
+                    return web.Response(status=499)
             result = await self._dispatch(canonical, entry[1], params, files)
             status, payload = 200, {"ok": True, "result": result}
         except ApiError as exc:

@@ -140,3 +140,13 @@ def report_progress(session: Session, deps: Deps, now: datetime) -> int:
 def status_lines(session: Session, limit: int = 20) -> list[tuple[Broadcast, Progress]]:
     rows = session.scalars(select(Broadcast).order_by(Broadcast.id.desc()).limit(limit)).all()
     return [(b, progress(session, b.id)) for b in rows]
+
+
+def failure_reasons(session: Session, broadcast_id: int, limit: int = 3) -> list[tuple[str, int]]:
+    """Why parts failed (Telegram's words), most frequent first: for broadcast-status."""
+    rows = session.execute(
+        select(OutboxMessage.last_error, func.count())
+        .where(OutboxMessage.broadcast_id == broadcast_id, OutboxMessage.status == "failed")
+        .group_by(OutboxMessage.last_error).order_by(func.count().desc()).limit(limit)
+    ).all()
+    return [(error or "unknown", int(n)) for error, n in rows]

@@ -116,14 +116,18 @@ def plan_action(session: Session, config: Config, action: RequiredAction, now: d
     return deadline
 
 
-def claim_one(session: Session, now: datetime) -> DueStep | None:
-    """The earliest open step that is due, locked for this transaction."""
+def claim_one(session: Session, now: datetime, exclude: Iterable[int] = ()) -> DueStep | None:
+    """The earliest open step that is due (but those in `exclude`: failed in this sweep),
+    locked for this transaction."""
     query = (
         select(DueStep)
         .where(DueStep.done_at.is_(None), DueStep.cancelled_at.is_(None), DueStep.due_at <= now)
         .order_by(DueStep.due_at, DueStep.id)
         .limit(1)
     )
+    exclude = list(exclude)
+    if exclude:
+        query = query.where(DueStep.id.not_in(exclude))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     return session.scalar(query)

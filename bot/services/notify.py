@@ -9,6 +9,7 @@ that last message.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from datetime import datetime
@@ -50,14 +51,48 @@ def news(session: Session, deps: Deps, tip_id: int, now: datetime, *, final: boo
         row.final = row.final or final
 
 
+MAX_NEWS_ATTEMPTS = 10
+
+
 async def deliver(deps: Deps, bot: Bot, limit: int = 50) -> int:
-    """Send pending news; returns how many chats were told."""
+    """Send pending news, oldest first; returns how many chats were told. News that keeps
+    failing is given up after `MAX_NEWS_ATTEMPTS` tries (logged), never retried forever.
+    The database work runs in a worker thread."""
     contacts = box(deps)
     if contacts is None:
         return 0
-    with deps.sessions.begin() as session:
-        pending = [(r.token, r.chat_enc, r.final) for r in session.scalars(
-            select(NotifyContact).where(NotifyContact.news_at.is_not(None)).limit(limit))]
+
+    def load() -> list[tuple[str, str, bool]]:
+        with deps.sessions.begin() as session:
+            return [(r.token, r.chat_enc, r.final) for r in session.scalars(
+                select(NotifyContact).where(NotifyContact.news_at.is_not(None))
+                .order_by(NotifyContact.news_at, NotifyContact.token).limit(limit))]
+
+    def done(token: str, final: bool, gone: bool) -> None:
+        with deps.sessions.begin() as session:
+            if final or gone:
+                session.execute(delete(NotifyContact).where(NotifyContact.token == token))
+            else:
+                row = session.get(NotifyContact, token)
+                if row is not None:
+                    row.news_at = None
+                    row.attempts = 0
+
+    def failed(token: str, final: bool, error: str) -> None:
+        with deps.sessions.begin() as session:
+            row = session.get(NotifyContact, token)
+            if row is None:
+                return
+            row.attempts += 1
+            if row.attempts >= MAX_NEWS_ATTEMPTS:
+                log.error("news for a tipster given up after %d attempts (%s)", row.attempts, error)
+                if final:
+                    session.delete(row)
+                else:
+                    row.news_at = None
+                    row.attempts = 0
+
+    pending = await asyncio.to_thread(load)
     told = 0
     lang = deps.config.campaign.default_language
     for token, sealed, final in pending:
@@ -70,14 +105,9 @@ async def deliver(deps: Deps, bot: Bot, limit: int = 50) -> int:
             gone = True  # blocked, or a key that no longer opens it: nothing more can be done
         except (BadRequest, NetworkError) as exc:
             log.warning("news for a tipster not delivered (%s): will try again", type(exc).__name__)
+            await asyncio.to_thread(failed, token, final, type(exc).__name__)
             continue
-        with deps.sessions.begin() as session:
-            if final or gone:
-                session.execute(delete(NotifyContact).where(NotifyContact.token == token))
-            else:
-                row = session.get(NotifyContact, token)
-                if row is not None:
-                    row.news_at = None
+        await asyncio.to_thread(done, token, final, gone)
     return told
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from bot.security import Keyring
@@ -70,8 +71,10 @@ def enqueue(
         created_at=now,
         next_attempt_at=now,
     )
+    lock_chats(session, [chat_id])
     session.add(row)
     session.flush()
+    _mark_heads(session, [chat_id])
     return row
 
 
@@ -106,6 +109,24 @@ def enqueue_many(
         }
         for r in rows
     ]
+    chats = sorted({r.chat_id for r in rows})
+    lock_all_chats(session)
+    # The first row of a chat with nothing open becomes its head, ready at once. Which
+    # chats have rows open is read under the lock that orders head changes (PostgreSQL),
+    # or, on SQLite, after taking the write lock, so it cannot change before the insert.
+    take_write_lock(session)
+    busy: set[int] = set()
+    for start in range(0, len(chats), 500):
+        busy.update(session.scalars(
+            select(OutboxMessage.chat_id)
+            .where(OutboxMessage.chat_id.in_(chats[start : start + 500]), OutboxMessage.status.in_(OPEN))
+            .distinct()))
+    for v in values:
+        if v["chat_id"] in busy:
+            v["ready_at"] = None
+        else:
+            v["ready_at"] = now
+            busy.add(v["chat_id"])
     for start in range(0, len(values), 1000):
         session.execute(insert(OutboxMessage), values[start : start + 1000])
     return len(values)
@@ -115,40 +136,153 @@ def payload_of(row: OutboxMessage, keyring: Keyring) -> dict[str, Any]:
     return json.loads(keyring.decrypt(row.payload_enc))
 
 
-def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> list[OutboxMessage]:
-    """Rows due now, oldest first, leased to this sender.
+OPEN = ("pending", "sending")
+CHAT_LOCK_NAMESPACE = 7_384_100  # PostgreSQL advisory locks (namespace, chat) for head changes
 
-    Only the oldest undelivered row of each chat is eligible, so one chat's messages
-    arrive in order (a card before its evidence). A `sending` row whose lease ran out
-    belonged to a sender that died: it is taken again. On PostgreSQL `SKIP LOCKED`
-    lets two processes share the work without sending a row twice.
+
+# Heads -----------------------------------------------------------------------------------
+#
+# A chat's messages go out one at a time, in id order: only the oldest open row of a chat
+# (its head) may be sent. The head is marked by `ready_at` (when it may go; NULL for every
+# other row), kept up to date where a chat's head can change: a row queued for a chat with
+# nothing open becomes its head; a head sent or failed hands over to the chat's next open
+# row (one probe of `ix_outbox_open_chat`). The claim then reads only due heads and run-out
+# leases, through their own indexes: its cost depends on how many rows it takes, not on how
+# many wait behind them (100k rows of a broadcast, one group's backlog).
+#
+# On PostgreSQL two transactions could otherwise both decide a head for the same chat (or
+# none): queueing and handing over take a transaction-scoped advisory lock on the chat
+# first, so each sees what the other committed. SQLite has one writer at a time, and the
+# decision is made after the transaction's first write.
+
+
+def is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def lock_chats(session: Session, chat_ids: Iterable[int]) -> None:
+    """Serialise head changes of these chats with other transactions (PostgreSQL), always
+    in the same order so that two transactions never wait on each other in a cycle; and
+    with a broadcast being queued (`lock_all_chats`)."""
+    if not is_postgres(session):
+        return
+    session.execute(select(func.pg_advisory_xact_lock_shared(CHAT_LOCK_NAMESPACE, 0)))
+    for chat_id in sorted(set(chat_ids)):
+        session.execute(select(func.pg_advisory_xact_lock(CHAT_LOCK_NAMESPACE, _int4(chat_id) or 1)))
+
+
+def take_write_lock(session: Session) -> None:
+    """SQLite: start writing now (a write statement that changes nothing), so what this
+    transaction reads next cannot change until it commits."""
+    if not is_postgres(session):
+        session.execute(update(OutboxMessage).where(OutboxMessage.id == -1).values(ready_at=None))
+
+
+def lock_all_chats(session: Session) -> None:
+    """A broadcast queues rows for thousands of chats: one lock for all of them (a lock
+    per chat would fill PostgreSQL's lock table) until its transaction ends."""
+    if is_postgres(session):
+        session.execute(select(func.pg_advisory_xact_lock(CHAT_LOCK_NAMESPACE, 0)))
+
+
+def _int4(chat_id: int) -> int:
+    return (chat_id + 2**31) % 2**32 - 2**31
+
+
+def _mark_heads(session: Session, chat_ids: Iterable[int]) -> None:
+    """Make the oldest open row of each chat its head, if it waits and is not one yet."""
+    for chat_id in sorted(set(chat_ids)):
+        head = session.execute(
+            select(OutboxMessage.id, OutboxMessage.status, OutboxMessage.next_attempt_at, OutboxMessage.ready_at)
+            .where(OutboxMessage.chat_id == chat_id, OutboxMessage.status.in_(OPEN))
+            .order_by(OutboxMessage.id).limit(1)
+        ).first()
+        if head is not None and head.status == "pending" and head.ready_at is None:
+            session.execute(update(OutboxMessage).where(OutboxMessage.id == head.id)
+                            .values(ready_at=head.next_attempt_at))
+
+
+def db_now(session: Session) -> datetime:
+    """The database's clock, for leases: processes on several machines (PostgreSQL) agree
+    on it whatever their own clocks say. SQLite is one process on one machine: its clock
+    is the machine's."""
+    if is_postgres(session):
+        value = session.scalar(select(func.clock_timestamp()))
+        assert isinstance(value, datetime)
+        return value.astimezone(UTC)
+    return datetime.now(UTC)
+
+
+DB_CLOCK = "db"  # `claim_due(lease_now=DB_CLOCK)`: leases from the database's own clock
+
+
+def claim_due(session: Session, now: datetime, limit: int, lease: timedelta, *,
+              lease_now: datetime | str | None = None, skip: Iterable[int] = (),
+              expired: bool = True) -> list[OutboxMessage]:
+    """Heads due now (oldest first) and rows whose lease ran out, leased to this sender.
+
+    `now` is the sender's clock (compared with `ready_at`, which it set); leases are
+    compared and set with `lease_now`: `DB_CLOCK` for the database's clock (PostgreSQL's
+    `clock_timestamp()`, in the statement itself; on SQLite, one process on one machine,
+    the machine's), or a given time (tests). A `sending` row whose lease ran out belonged
+    to a sender that died or lost touch: it is taken again (`expired=False` skips that
+    look, which a sender needs only now and then). Each part is one statement, an UPDATE
+    of the rows an index range finds (RETURNING them); on PostgreSQL `SKIP LOCKED` lets
+    two processes share the work without sending a row twice.
     """
-    heads = (
-        select(func.min(OutboxMessage.id))
-        .where(OutboxMessage.status.in_(("pending", "sending")))
-        .group_by(OutboxMessage.chat_id)
-    )
-    due = (
-        select(OutboxMessage)
-        .where(
-            OutboxMessage.id.in_(heads),
-            or_(
-                (OutboxMessage.status == "pending") & (OutboxMessage.next_attempt_at <= now),
-                (OutboxMessage.status == "sending") & (OutboxMessage.lease_until <= now),
-            ),
-        )
-        .order_by(OutboxMessage.id)
-        .limit(limit)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
-    rows = list(session.scalars(due))
-    for row in rows:
-        row.status = "sending"
-        row.lease_until = now + lease
-        row.attempts += 1
-    session.flush()
+    postgres = is_postgres(session)
+    if lease_now is None:
+        lease_now = now
+    clock: Any
+    if lease_now == DB_CLOCK:
+        clock = func.clock_timestamp() if postgres else datetime.now(UTC)
+    else:
+        clock = lease_now
+    rows: list[OutboxMessage] = []
+    if expired:
+        rows += _take(session, limit, postgres, clock, lease,
+                      (OutboxMessage.lease_until <= clock, OutboxMessage.status == "sending",
+                       *((OutboxMessage.id.not_in(list(skip)),) if skip else ())),
+                      (OutboxMessage.lease_until, OutboxMessage.id))
+    if len(rows) < limit:
+        rows += _take(session, limit - len(rows), postgres, clock, lease,
+                      (OutboxMessage.ready_at <= now, OutboxMessage.status == "pending"),
+                      (OutboxMessage.ready_at, OutboxMessage.id))
+    rows.sort(key=lambda r: r.id)
     return rows
+
+
+def _take(session: Session, limit: int, postgres: bool, clock: Any, lease: timedelta, where: tuple[Any, ...],
+          order: tuple[Any, ...]) -> list[OutboxMessage]:
+    wanted = select(OutboxMessage.id).where(*where).order_by(*order).limit(limit)
+    if postgres:
+        wanted = wanted.with_for_update(skip_locked=True)
+    taken = (
+        update(OutboxMessage).where(OutboxMessage.id.in_(wanted.scalar_subquery()))
+        .values(status="sending", ready_at=None, lease_until=clock + lease, attempts=OutboxMessage.attempts + 1)
+        .returning(OutboxMessage)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    return list(session.scalars(taken))
+
+
+def renew(session: Session, held: Iterable[tuple[int, int]], until: datetime) -> set[int]:
+    """Extend the leases of rows still in flight; returns the ids this sender still holds."""
+    kept: set[int] = set()
+    for row_id, attempts in held:
+        if session.execute(_claimed(row_id, attempts).values(lease_until=until)).rowcount:
+            kept.add(row_id)
+    return kept
+
+
+def release_all(session: Session, now: datetime) -> int:
+    """At start of a single-process database (SQLite): rows left `sending` belonged to a
+    process that is gone; they wait again at once instead of when their lease runs out."""
+    result = session.execute(
+        update(OutboxMessage).where(OutboxMessage.status == "sending")
+        .values(status="pending", lease_until=None, ready_at=now, next_attempt_at=now)
+    )
+    return int(result.rowcount or 0)
 
 
 def _claimed(row_id: int, attempts: int):  # type: ignore[no-untyped-def]
@@ -159,25 +293,67 @@ def _claimed(row_id: int, attempts: int):  # type: ignore[no-untyped-def]
     )
 
 
-def mark_sent(session: Session, row_id: int, attempts: int, now: datetime, message_id: int | None) -> bool:
-    result = session.execute(
-        _claimed(row_id, attempts).values(
-            status="sent", sent_at=now, message_id=message_id, lease_until=None, last_error=None
-        )
-    )
-    return bool(result.rowcount)
+def _finish(session: Session, row_id: int, attempts: int, chat_id: int | None, **values: Any) -> bool:
+    if chat_id is None:
+        chat_id = session.scalar(select(OutboxMessage.chat_id).where(OutboxMessage.id == row_id))
+        if chat_id is None:
+            return False
+    lock_chats(session, [chat_id])
+    result = session.execute(_claimed(row_id, attempts).values(lease_until=None, ready_at=None, **values))
+    if not result.rowcount:
+        return False
+    _mark_heads(session, [chat_id])
+    return True
+
+
+def mark_sent(session: Session, row_id: int, attempts: int, now: datetime, message_id: int | None, *,
+              chat_id: int | None = None) -> bool:
+    return _finish(session, row_id, attempts, chat_id, status="sent", sent_at=now, message_id=message_id,
+                   last_error=None)
 
 
 def mark_retry(session: Session, row_id: int, attempts: int, at: datetime, error: str) -> bool:
+    """Back to waiting, still its chat's head, until `at`."""
     result = session.execute(
-        _claimed(row_id, attempts).values(status="pending", next_attempt_at=at, lease_until=None, last_error=error[:256])
+        _claimed(row_id, attempts).values(status="pending", next_attempt_at=at, ready_at=at, lease_until=None,
+                                          last_error=error[:256])
     )
     return bool(result.rowcount)
 
 
-def mark_failed(session: Session, row_id: int, attempts: int, error: str) -> bool:
+def mark_failed(session: Session, row_id: int, attempts: int, error: str, *, chat_id: int | None = None) -> bool:
+    return _finish(session, row_id, attempts, chat_id, status="failed", last_error=error[:256])
+
+
+def fail_open_rows(session: Session, chat_id: int, error: str) -> int:
+    """Give up everything still waiting for a chat (it blocked the bot or removed it)."""
+    lock_chats(session, [chat_id])
     result = session.execute(
-        _claimed(row_id, attempts).values(status="failed", lease_until=None, last_error=error[:256])
+        update(OutboxMessage).where(OutboxMessage.chat_id == chat_id, OutboxMessage.status == "pending")
+        .values(status="failed", ready_at=None, last_error=error[:256])
+    )
+    return int(result.rowcount or 0)
+
+
+def move_chat(session: Session, old: int, new: int, now: datetime) -> int:
+    """A group became a supergroup: what waits for the old id goes to the new one, in order."""
+    lock_chats(session, [old, new])
+    result = session.execute(
+        update(OutboxMessage).where(OutboxMessage.chat_id == old, OutboxMessage.status.in_(OPEN))
+        .values(chat_id=new, ready_at=None)
+    )
+    session.execute(update(OutboxMessage).where(OutboxMessage.chat_id == new, OutboxMessage.status == "pending")
+                    .values(ready_at=None))
+    _mark_heads(session, [new])
+    return int(result.rowcount or 0)
+
+
+def requeue(session: Session, row_id: int, attempts: int, at: datetime, error: str) -> bool:
+    """A row that failed through no fault of its own (Telegram's pace, its chat moved):
+    waiting again until `at`, the attempt not counted."""
+    result = session.execute(
+        _claimed(row_id, attempts).values(status="pending", attempts=attempts - 1, next_attempt_at=at, ready_at=at,
+                                          lease_until=None, last_error=error[:256])
     )
     return bool(result.rowcount)
 

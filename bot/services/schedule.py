@@ -80,15 +80,51 @@ def next_bulletin_run(config: Config, now: datetime) -> datetime:
     return when
 
 
-def run_due(deps: Deps, now: datetime | None = None) -> list[tuple[str, str, str]]:
-    """Run every due job whose period is not recorded yet; returns what ran."""
+MAX_RUN_ATTEMPTS = 5
+
+
+def run_due(deps: Deps, now: datetime | None = None, failures: dict[tuple[str, str], int] | None = None
+            ) -> list[tuple[str, str, str]]:
+    """Run every due job whose period is not recorded yet; returns what ran.
+
+    Each job is its own transaction and error boundary: a failing summary does not keep
+    the bulletin from running. A failed run is tried again at the next tick; after
+    `MAX_RUN_ATTEMPTS` failures (counted in `failures`, kept by the caller) it is recorded
+    as failed, so it is not tried again, and logged.
+    """
     now = now or deps.clock.now()
+    failures = {} if failures is None else failures
     done = []
     for job, period in due_periods(deps.config, now).items():
-        outcome = run_job(deps, job, period, now)
+        try:
+            outcome = run_job(deps, job, period, now)
+        except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the others
+            from bot.jobs import is_connection_error  # noqa: PLC0415 - avoids an import cycle
+            if is_connection_error(exc):
+                raise
+            key = (job, period)
+            failures[key] = failures.get(key, 0) + 1
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+            if failures[key] >= MAX_RUN_ATTEMPTS:
+                log.error("scheduled %s for %s given up after %d attempts: %s", job, period, failures[key], error)
+                _record_failed(deps, job, period, now, error)
+                done.append((job, period, f"failed: {error}"[:64]))
+            else:
+                log.warning("scheduled %s for %s failed (attempt %d of %d): %s", job, period, failures[key],
+                            MAX_RUN_ATTEMPTS, error)
+            continue
         if outcome is not None:
             done.append((job, period, outcome))
     return done
+
+
+def _record_failed(deps: Deps, job: str, period: str, now: datetime, error: str) -> None:
+    try:
+        with deps.sessions.begin() as session:
+            if not already_ran(session, job, period):
+                session.add(ScheduledRun(job=job, period=period, ran_at=now, outcome=f"failed: {error}"[:64]))
+    except IntegrityError:
+        pass
 
 
 def already_ran(session: Session, job: str, period: str) -> bool:

@@ -167,8 +167,9 @@ CONTACT_KEY = Fernet.generate_key().decode()
 
 
 def e2e_config(database_url: str, server: FakeBotAPI, **sections: dict[str, Any]) -> Config:
+    # A short lease: on PostgreSQL a crashed bot's messages in flight come back after it.
     telegram = {"base_url": server.base_url, "base_file_url": server.base_file_url, "poll_timeout_seconds": 5,
-                **FAST, **sections.pop("telegram", {})}
+                "send_lease_seconds": 6.0, **FAST, **sections.pop("telegram", {})}
     security = {"contact_key": CONTACT_KEY, **sections.pop("security", {})}
     deadlines = {"sweep_seconds": 0.2, **sections.pop("deadlines", {})}
     return make_config(database_url, telegram=telegram, security=security, deadlines=deadlines, **sections)

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from storage.models import Breach, DueStep, NotifyContact, RequiredAction, Tip
+from storage.models import Breach, DueStep, NotifyContact, OutboxMessage, RequiredAction, Tip
 from tests.e2e.conftest import Harness, plain
 
 CITIZEN = 5_590_001
@@ -40,6 +40,9 @@ async def test_unacknowledged_tip_is_reminded_then_escalated_once_across_a_resta
 
     h.clock.advance(hours=3, minutes=1)  # one hour before the 4 h acknowledgement deadline
     await h.expect(LEAD1, "提醒：举报 #1")
+    # Crash once the reminder is recorded as sent (a crash between Telegram's answer and
+    # that commit would send it again at the restart: the outbox's one duplicate window).
+    await srv.wait_for(lambda: not _in_flight(h) or None)
     await h.crash()  # the bot is down when the deadline passes
     h.clock.advance(hours=1)
     await h.start()
@@ -52,6 +55,11 @@ async def test_unacknowledged_tip_is_reminded_then_escalated_once_across_a_resta
     await srv.wait_for(lambda: _steps_done(h) >= 2)
     assert count(srv, LEAD1, "提醒：举报 #1") == 1
     assert count(srv, OFFICE, "督办：举报 #1") == 1
+
+
+def _in_flight(h: Harness) -> int:
+    with h.deps.sessions.begin() as session:
+        return len(session.scalars(select(OutboxMessage).where(OutboxMessage.status == "sending")).all())
 
 
 def _steps_done(h: Harness) -> int:

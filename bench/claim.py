@@ -1,0 +1,205 @@
+"""Benchmark: the outbox claim's cost against the queue's length, and the event loop's lag.
+
+    python -m bench.claim [--open 1000,10000,100000] [--database-url URL] [--lag 10000]
+
+1. Claim time: the outbox holds N open rows (a broadcast: N/2 officials x 2 parts, the
+   first part of each one due, plus one team group with a backlog of its own). Each
+   measured claim takes up to 16 rows, as the sender does, and is rolled back so the
+   queue stays the same; the median and p95 of 50 claims are printed per N.
+2. Event-loop lag (`--lag N`): N officials x 1 message delivered by tipline's sender
+   through a fake Bot API on 127.0.0.1 at `--lag-rate` messages a second (30: Telegram's
+   pace, as in a real broadcast; 0: as fast as the sender goes), with M more rows open
+   behind them (`--lag-open`, default 100,000: the queue of a province's broadcast), while
+   a probe coroutine wakes every 10 ms and records how late it woke: p50, p99, max.
+
+Asserts nothing. On PostgreSQL give a database of its own (`createdb bench_claim`), never
+one that holds data: the bench creates and drops a schema in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from bot.app import build_deps  # noqa: E402
+from bot.clock import SystemClock  # noqa: E402
+from bot.services import outbox  # noqa: E402
+from storage.db import upgrade  # noqa: E402
+from storage.models import OutboxMessage  # noqa: E402
+from tests.conftest import make_config  # noqa: E402
+
+TOKEN = "123456:BENCH-TOKEN"
+LEASE = timedelta(seconds=60)
+
+
+def _schema_url(url: str) -> tuple[str, object]:
+    """A fresh schema on PostgreSQL (dropped afterwards); the URL as is for SQLite."""
+    if not url.startswith("postgresql"):
+        return url, None
+    schema = f"bench_{secrets.token_hex(4)}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    scoped = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+    return scoped.render_as_string(hide_password=False), drop
+
+
+def fill(deps, n_open: int) -> None:  # type: ignore[no-untyped-def]
+    now = datetime.now(UTC) - timedelta(seconds=5)
+    officials = max(1, (n_open - 200) // 2)
+    rows = [outbox.Row(f"bench:b:{i}:{part}", 20_000_000 + i, "send_message", {"text": f"part {part}"})
+            for part in (0, 1) for i in range(officials)]
+    # A team group with a backlog (20 a minute): its rows wait behind its head.
+    rows += [outbox.Row(f"bench:g:{i}", -1_000_000_001, "send_message", {"text": f"card {i}"})
+             for i in range(n_open - len(rows))]
+    with deps.sessions.begin() as session:
+        outbox.enqueue_many(session, deps.keyring, now, rows, purpose="broadcast")
+    with deps.sessions.begin() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("ANALYZE outbox"))
+        else:
+            session.execute(text("ANALYZE"))
+
+
+def claim_once(deps) -> float:  # type: ignore[no-untyped-def]
+    session = deps.sessions()
+    try:
+        t0 = time.perf_counter()
+        session.begin()
+        rows = outbox.claim_due(session, datetime.now(UTC), 16, LEASE)
+        elapsed = time.perf_counter() - t0
+        assert rows, "nothing claimed"
+        return elapsed
+    finally:
+        session.rollback()
+        session.close()
+
+
+def claim_bench(url: str, sizes: list[int]) -> None:
+    print(f"claim of 16 rows, {make_url(url).get_backend_name()}: median / p95 of 50 claims")
+    for n in sizes:
+        scoped, drop = _schema_url(url)
+        with tempfile.TemporaryDirectory() as tmp:
+            if scoped.startswith("sqlite") and scoped == "sqlite://":
+                scoped = f"sqlite:///{tmp}/claim.sqlite3"
+            deps, engine = build_deps(make_config(scoped), SystemClock())
+            upgrade(engine)
+            fill(deps, n)
+            with deps.sessions.begin() as session:
+                open_rows = session.scalar(select(func.count()).select_from(OutboxMessage))
+            for _ in range(5):
+                claim_once(deps)
+            times = sorted(claim_once(deps) for _ in range(50))
+            engine.dispose()
+        if drop is not None:
+            drop()  # type: ignore[operator]
+        print(f"  {open_rows:>7} open rows: {1000 * statistics.median(times):7.2f} ms   "
+              f"p95 {1000 * times[int(len(times) * 0.95) - 1]:7.2f} ms", flush=True)
+
+
+def lag_bench(url: str, n: int, rate: float, behind: int) -> None:
+    from telegram.ext import ExtBot
+    from telegram.request import HTTPXRequest
+
+    from bot.ratelimit import PacingRateLimiter
+    from bot.sender import OutboxSender
+    from tests.fakebot import FakeBotAPI
+
+    srv = FakeBotAPI(TOKEN, global_per_second=None, per_chat_per_second=None, group_per_minute=None,
+                     strict_file_ids=False)
+    srv.start_in_thread()
+    scoped, drop = _schema_url(url)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            if scoped == "sqlite://":
+                scoped = f"sqlite:///{tmp}/lag.sqlite3"
+            config = make_config(scoped, telegram={"base_url": srv.base_url, "base_file_url": srv.base_file_url})
+            deps, engine = build_deps(config, SystemClock())
+            upgrade(engine)
+            now = datetime.now(UTC)
+            with deps.sessions.begin() as session:
+                outbox.enqueue_many(session, deps.keyring, now,
+                                    [outbox.Row(f"lag:{i}", 30_000_000 + i, "send_message", {"text": "通报"})
+                                     for i in range(n)], purpose="broadcast")
+            if behind:  # rows not due yet (a later part, retries): the claim must not wade through them
+                with deps.sessions.begin() as session:
+                    outbox.enqueue_many(session, deps.keyring, now + timedelta(days=1),
+                                        [outbox.Row(f"behind:{i}", 40_000_000 + i % 50_000, "send_message",
+                                                    {"text": "later"}) for i in range(behind)],
+                                        purpose="broadcast")
+
+            async def go() -> tuple[list[float], float]:
+                bot = ExtBot(TOKEN, base_url=srv.base_url, base_file_url=srv.base_file_url,
+                             request=HTTPXRequest(connection_pool_size=64, pool_timeout=30.0),
+                             rate_limiter=PacingRateLimiter(global_per_second=rate or 10_000.0,
+                                                            per_chat_per_second=100.0, group_per_minute=6000.0))
+                lags: list[float] = []
+                done = asyncio.Event()
+
+                async def probe() -> None:
+                    loop = asyncio.get_running_loop()
+                    while not done.is_set():
+                        t0 = loop.time()
+                        await asyncio.sleep(0.01)
+                        lags.append(loop.time() - t0 - 0.01)
+
+                async with bot:
+                    sender = OutboxSender(bot, deps)
+                    probe_task = asyncio.create_task(probe())
+                    t0 = time.monotonic()
+                    sender.start()
+                    while len(srv.sent) < n and time.monotonic() - t0 < 600:
+                        await asyncio.sleep(0.2)
+                    wall = time.monotonic() - t0
+                    done.set()
+                    await probe_task
+                    await sender.stop()
+                return lags, wall
+
+            lags, wall = asyncio.run(go())
+            engine.dispose()
+    finally:
+        srv.stop_thread()
+        if drop is not None:
+            drop()  # type: ignore[operator]
+    lags.sort()
+    print(f"event-loop lag while delivering {n} rows with {behind} more open ({len(srv.sent)} sent in {wall:.1f} s, "
+          f"{len(srv.sent) / wall:.1f} msg/s, limit {rate or 'none'}): p50 {1000 * lags[len(lags) // 2]:.1f} ms  "
+          f"p99 {1000 * lags[int(len(lags) * 0.99)]:.1f} ms  max {1000 * lags[-1]:.1f} ms", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--open", default="1000,10000,100000", help="open rows, comma-separated")
+    p.add_argument("--database-url", default="sqlite://", help="default: a SQLite file in a temporary directory")
+    p.add_argument("--lag", type=int, default=0, help="also measure event-loop lag delivering N rows")
+    p.add_argument("--lag-rate", type=float, default=30.0, help="messages a second during the lag run (0: unpaced)")
+    p.add_argument("--lag-open", type=int, default=100_000, help="rows open behind the delivered ones")
+    args = p.parse_args()
+    sizes = [int(x) for x in args.open.split(",") if x]
+    if sizes:
+        claim_bench(args.database_url, sizes)
+    if args.lag:
+        lag_bench(args.database_url, args.lag, args.lag_rate, args.lag_open)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""The outbox's claim reads only heads through indexes (no full scan, whatever the queue's
+length), heads stay right as rows come and go, leases run on the database's clock, and the
+jobs around it are isolated: one failing step or scheduled run does not stop the others."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, func, select, text, update
+
+from bot import jobs
+from bot.clock import FakeClock
+from bot.deps import Deps
+from bot.services import outbox, schedule
+from bot.splitting import split_html
+from storage.models import DueStep, OutboxMessage, TeamChat
+from storage.models_officials import ScheduledRun
+from tests.officials_data import add_person, local
+
+from .conftest import is_postgres
+
+LEASE = timedelta(seconds=60)
+
+
+def put(session: Any, deps: Deps, key: str, chat_id: int) -> int:
+    return outbox.enqueue(session, deps.keyring, deps.clock.now(), dedupe_key=key, chat_id=chat_id,
+                          method="send_message", payload={"text": key}, purpose="card").id
+
+
+def ready(deps: Deps) -> dict[int, bool]:
+    with deps.sessions.begin() as session:
+        return {r.id: r.ready_at is not None for r in session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))}
+
+
+def fill_broadcast(deps: Deps, officials: int, backlog: int) -> None:
+    rows = [outbox.Row(f"b:{i}:{part}", 50_000_000 + i, "send_message", {"text": "x"})
+            for part in (0, 1) for i in range(officials)]
+    rows += [outbox.Row(f"g:{i}", -1_000_000_001, "send_message", {"text": "card"}) for i in range(backlog)]
+    with deps.sessions.begin() as session:
+        outbox.enqueue_many(session, deps.keyring, deps.clock.now(), rows, purpose="broadcast")
+    with deps.sessions.begin() as session:
+        session.execute(text("ANALYZE outbox" if is_postgres(session.get_bind()) else "ANALYZE"))
+
+
+def statements_of(engine: Engine, work: Any) -> list[tuple[str, Any]]:
+    """The statements `work()` sends to the database, with their parameters."""
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if not statement.lstrip().upper().startswith("EXPLAIN"):
+            seen.append((statement, parameters[0] if executemany else parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        work()
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    return seen
+
+
+def plan(engine: Engine, statement: str, parameters: Any) -> str:
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        cursor = raw.cursor()
+        if engine.dialect.name == "postgresql":
+            cursor.execute("EXPLAIN " + statement, parameters)
+        else:
+            cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+        lines = [" ".join(str(c) for c in row) for row in cursor.fetchall()]
+        cursor.close()
+        conn.rollback()
+    return "\n".join(lines)
+
+
+def full_scans(engine: Engine, statements: list[tuple[str, Any]]) -> list[str]:
+    """Plans of the statements that read the outbox without an index (or sort it)."""
+    bad = []
+    for statement, parameters in statements:
+        if "outbox" not in statement or statement.lstrip().upper().startswith(("INSERT", "SAVEPOINT", "RELEASE")):
+            continue
+        if "pg_advisory" in statement or "clock_timestamp" in statement:
+            continue
+        p = plan(engine, statement, parameters)
+        if engine.dialect.name == "postgresql":
+            scan = "Seq Scan on outbox" in p
+        else:
+            scan = any(line.split(" ", 3)[-1].startswith("SCAN outbox") for line in p.splitlines()) or \
+                "TEMP B-TREE" in p
+        if scan:
+            bad.append(f"{statement}\n{p}")
+    return bad
+
+
+def test_the_claim_and_the_hand_over_read_indexes_only(deps: Deps, engine: Engine, clock: FakeClock) -> None:
+    """At scale (a broadcast to 3,000 officials, a group's backlog of 400), the claim and
+    the hand-over to a chat's next row never scan the outbox: their cost does not grow
+    with the queue."""
+    fill_broadcast(deps, 3000, 400)
+    lease_now = clock.now()
+
+    def claim() -> None:
+        with deps.sessions.begin() as session:
+            claim.rows = [(r.id, r.attempts, r.chat_id)  # type: ignore[attr-defined]
+                          for r in outbox.claim_due(session, clock.now(), 16, LEASE, lease_now=lease_now)]
+
+    claimed = statements_of(engine, claim)
+    assert len(claim.rows) == 16  # type: ignore[attr-defined]
+    assert full_scans(engine, claimed) == []
+    row_id, attempts, chat_id = claim.rows[0]  # type: ignore[attr-defined]
+
+    def sent() -> None:
+        with deps.sessions.begin() as session:
+            assert outbox.mark_sent(session, row_id, attempts, clock.now(), 1, chat_id=chat_id)
+
+    assert full_scans(engine, statements_of(engine, sent)) == []
+    # and the claim still finds rows whose lease ran out through an index
+    later = lease_now + LEASE + timedelta(seconds=1)
+
+    def reclaim() -> None:
+        with deps.sessions.begin() as session:
+            reclaim.n = len(outbox.claim_due(session, clock.now(), 16, LEASE, lease_now=later))  # type: ignore[attr-defined]
+
+    assert full_scans(engine, statements_of(engine, reclaim)) == []
+    assert reclaim.n == 16  # type: ignore[attr-defined]
+
+
+def test_heads_follow_the_queue(deps: Deps, clock: FakeClock) -> None:
+    a, b = 1001, 1002
+    with deps.sessions.begin() as session:
+        a1, a2 = put(session, deps, "a1", a), put(session, deps, "a2", a)
+    with deps.sessions.begin() as session:
+        outbox.enqueue_many(session, deps.keyring, clock.now(), [
+            outbox.Row("ba", a, "send_message", {"text": "x"}), outbox.Row("bb1", b, "send_message", {"text": "x"}),
+            outbox.Row("bb2", b, "send_message", {"text": "x"})], purpose="broadcast")
+        ba, bb1, bb2 = (session.scalar(select(OutboxMessage.id).where(OutboxMessage.dedupe_key == k))
+                        for k in ("ba", "bb1", "bb2"))
+    # one head per chat: a's first row, b's first broadcast row
+    assert ready(deps) == {a1: True, a2: False, ba: False, bb1: True, bb2: False}
+    with deps.sessions.begin() as session:
+        got = outbox.claim_due(session, clock.now(), 10, LEASE)
+        assert [r.id for r in got] == [a1, bb1]
+    assert not any(ready(deps).values())  # in flight: nothing else of a or b may go
+    with deps.sessions.begin() as session:
+        assert outbox.mark_retry(session, bb1, 1, clock.now() + timedelta(seconds=5), "429")
+        assert outbox.mark_sent(session, a1, 1, clock.now(), 7)
+    assert ready(deps) == {a1: False, a2: True, ba: False, bb1: True, bb2: False}
+    with deps.sessions.begin() as session:
+        assert [r.id for r in outbox.claim_due(session, clock.now(), 10, LEASE)] == [a2]  # bb1 waits 5 s
+        assert outbox.mark_failed(session, a2, 1, "bad request")
+    assert ready(deps)[ba] is True  # a failed row hands over too
+    # a group that became a supergroup: its queue moves, heads are made again there
+    with deps.sessions.begin() as session:
+        assert outbox.move_chat(session, b, -100_555, clock.now()) == 2
+        rows = session.scalars(select(OutboxMessage).where(OutboxMessage.chat_id == -100_555)
+                               .order_by(OutboxMessage.id)).all()
+        assert [(r.id, r.ready_at is not None) for r in rows] == [(bb1, True), (bb2, False)]
+
+
+def test_rows_left_sending_by_a_dead_process_wait_again_at_once(deps: Deps, clock: FakeClock) -> None:
+    with deps.sessions.begin() as session:
+        a1 = put(session, deps, "a1", 1001)
+        put(session, deps, "a2", 1001)
+    with deps.sessions.begin() as session:
+        assert [r.id for r in outbox.claim_due(session, clock.now(), 10, LEASE)] == [a1]
+    with deps.sessions.begin() as session:
+        assert outbox.claim_due(session, clock.now(), 10, LEASE) == []
+        assert outbox.release_all(session, clock.now()) == 1
+    with deps.sessions.begin() as session:
+        assert [r.id for r in outbox.claim_due(session, clock.now(), 10, LEASE)] == [a1]
+
+
+def test_leases_run_on_the_databases_clock(deps: Deps, clock: FakeClock) -> None:
+    """Two senders whose own clocks disagree by an hour: the one ahead does not take the
+    other's row, because leases are compared with the database's clock."""
+    from bot.app import build_deps
+    from bot.sender import OutboxSender
+
+    with deps.sessions.begin() as session:
+        put(session, deps, "a1", 1001)
+    ahead_clock = FakeClock(clock.now() + timedelta(hours=1))
+    ahead, _ = build_deps(deps.config, ahead_clock, deps.sessions.kw["bind"])
+    first = OutboxSender(object(), deps)  # type: ignore[arg-type]
+    second = OutboxSender(object(), ahead)  # type: ignore[arg-type]
+    assert [c.id for c in first._claim(10)] != []
+    assert second._claim(10) == []
+    with deps.sessions.begin() as session:
+        row = session.scalars(select(OutboxMessage)).one()
+        now = outbox.db_now(session)
+        assert now < row.lease_until <= now + first.lease
+
+
+# jobs ----------------------------------------------------------------------------------------
+
+
+def test_a_failing_due_step_does_not_hold_up_the_others(deps: Deps, clock: FakeClock,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    with deps.sessions.begin() as session:
+        for i in range(3):
+            session.add(DueStep(token=f"t{i}", tip_id=None, action_id=None, deadline_kind="ack", step="remind",
+                                idx=i, due_at=clock.now() - timedelta(minutes=10 - i), deadline=clock.now()))
+    handled: list[str] = []
+
+    def handle(session: Any, deps_: Deps, step: DueStep, now: Any) -> None:
+        if step.token == "t0":
+            raise ValueError("a template is broken")
+        handled.append(step.token)
+
+    monkeypatch.setattr(jobs, "_handle", handle)
+    assert jobs.sweep_due_steps(deps) == 2
+    assert handled == ["t1", "t2"]
+    for attempt in range(2, jobs.MAX_STEP_ATTEMPTS + 1):
+        assert jobs.sweep_due_steps(deps) == 0
+        with deps.sessions.begin() as session:
+            step = session.scalars(select(DueStep).where(DueStep.token == "t0")).one()
+            assert step.attempts == attempt
+    assert step.cancelled_at is not None and step.last_error.startswith("gave up: ValueError")
+    assert jobs.sweep_due_steps(deps) == 0
+
+
+def test_a_failing_summary_does_not_block_the_bulletin(deps: Deps, clock: FakeClock,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    with deps.sessions.begin() as s:
+        add_person(s, deps, 6001, "Official", "official")
+    clock.set(local(2026, 11, 3, 18, 30))
+    assert set(schedule.due_periods(deps.config, clock.now())) == {"summary", "bulletin"}
+
+    def broken(*args: Any) -> str:
+        raise RuntimeError("chart failed")
+
+    monkeypatch.setitem(schedule.JOB_WORK, "summary", broken)
+    failures: dict[tuple[str, str], int] = {}
+    assert schedule.run_due(deps, failures=failures) == [("bulletin", "2026-11-03", "empty")]
+    for _ in range(schedule.MAX_RUN_ATTEMPTS - 2):
+        assert schedule.run_due(deps, failures=failures) == []
+    assert schedule.run_due(deps, failures=failures) == [("summary", "2026-11-03",
+                                                          "failed: RuntimeError: chart failed")]
+    assert schedule.run_due(deps, failures=failures) == []  # given up: recorded, not tried again
+    with deps.sessions.begin() as s:
+        assert s.scalar(select(func.count()).select_from(ScheduledRun)) == 2
+
+
+def test_the_splitter_never_yields_a_blank_part() -> None:
+    assert split_html("  \n\u200b \n") == []
+    text = "a" * 4000 + "\n" + " \n" * 200 + "\u200b" * 10 + "\n" + "b" * 100
+    parts = split_html(text)
+    assert parts and all(p.strip(" \n\u200b") for p in parts)
+    assert "".join(parts).count("a") == 4000 and "".join(parts).count("b") == 100
