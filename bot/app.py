@@ -244,6 +244,8 @@ class Runtime:
         await self.sender.stop()
         await self.app.stop()
         await self.app.shutdown()
+        if self.deps.hashes is not None:
+            self.deps.hashes.close()
 
     async def crash(self) -> None:
         """Die abruptly (tests): tasks cancelled mid-flight, nothing finished or recorded."""

@@ -170,18 +170,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     with deps.sessions.begin() as session:
         total = count(session, deps, period)
         bar = ProgressBar(total, sys.stderr, enabled=args.progress or sys.stderr.isatty())
+        now = deps.clock.now()
+
+        def record_batch(tip_ids: list[int]) -> None:
+            if args.with_content:  # each tip's trail shows that its content left the database
+                audit.record_many(session, staff_id=None, tip_ids=tip_ids, action="exported",
+                                  detail="cli, with content", at=now)
+
         with _output(out) as stream:
             result = export(session, deps, stream, fmt=fmt, period=period, with_content=args.with_content,
-                            batch_size=args.batch_size, progress=bar)
+                            batch_size=args.batch_size, progress=bar, on_batch=record_batch)
         bar.finish()
-        now = deps.clock.now()
         what = "with content" if args.with_content else "summary fields"
         audit.record(session, staff_id=None, tip_id=None, action="exported",
                      detail=f"cli: {result.tips} tips, {fmt}, {what}", at=now)
-        if args.with_content:  # each tip's trail shows that its content left the database
-            for tip_id in result.tip_ids:
-                audit.record(session, staff_id=None, tip_id=tip_id, action="exported", detail="cli, with content",
-                             at=now)
     where = "standard output" if out == "-" else out
     print(f"exported {result.tips} tips ({what}) to {where}", file=sys.stderr)
     return 0

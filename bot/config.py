@@ -81,6 +81,7 @@ class SecurityConfig(_Model):
     receipt_hash_time_cost: int = Field(default=3, ge=1, le=20)
     receipt_hash_memory_kib: int = Field(default=65536, ge=8, le=4 * 1024 * 1024)
     receipt_hash_parallelism: int = Field(default=1, ge=1, le=16)
+    receipt_hash_workers: int = Field(default=0, ge=0, le=64)
 
 
 class CampaignConfig(_Model):

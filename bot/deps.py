@@ -10,6 +10,7 @@ from bot.clock import Clock
 from bot.config import Config
 from bot.domain.routing import Router, Rule
 from bot.drafts import SessionStore
+from bot.hashing import HashPool
 from bot.security import Keyring
 from bot.texts import Texts
 
@@ -25,6 +26,15 @@ class Deps:
     chats: SessionStore
     wake_sender: list = field(default_factory=list)  # callbacks that nudge the outbox sender
     staff_flows: dict = field(default_factory=dict)  # a staff member's guided flow, by user id
+    hashes: HashPool | None = None  # the receipt hash's bounded pool (made from the config if not given)
+
+    def __post_init__(self) -> None:
+        if self.hashes is None:
+            self.hashes = HashPool(self.keyring, self.config.security.receipt_hash_workers)
+
+    async def receipt_hash(self, code: str) -> str:
+        assert self.hashes is not None
+        return await self.hashes.receipt_hash(code)
 
     def nudge_sender(self) -> None:
         for wake in self.wake_sender:

@@ -13,6 +13,7 @@ import unicodedata
 
 TELEGRAM_TEXT_LIMIT = 4096
 TELEGRAM_CAPTION_LIMIT = 1024
+_LINES = re.compile(r"[^\n]+|\n")
 _TOKEN = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)([^>]*)>|&[#a-zA-Z0-9]+;|[^<&]+|[<&]")
 
 
@@ -93,20 +94,31 @@ def split_html(html: str, limit: int = TELEGRAM_TEXT_LIMIT) -> list[str]:
                 open_tags.append((name, tok))
             current.append(tok)
             continue
-        pieces = [tok] if kind == "entity" else list(tok)
-        for piece in pieces:
-            size = _visible(piece, kind)
-            if length + size > limit:
-                # Prefer the last line break if it leaves this part at least 3/4 full.
-                if break_state is not None and break_state[0] > 0 and break_state[2] >= limit * 3 // 4:
-                    flush(break_state[0], break_state[1])
-                else:
-                    flush(None, list(open_tags))
-                break_state = None
-            current.append(piece)
-            length += size
-            if piece == "\n":
-                break_state = (len(current), list(open_tags), length)
+        # A line of text goes in whole when it fits; only a line that overflows goes
+        # character by character (line breaks stay pieces of their own, the places to
+        # split). The same parts as splitting every character, at a fraction of the cost.
+        segments = [tok] if kind == "entity" else _LINES.findall(tok)
+        for segment in segments:
+            if kind == "text" and len(segment) > 1:
+                size = _units(segment)
+                if length + size <= limit:
+                    current.append(segment)
+                    length += size
+                    continue
+            pieces = [segment] if kind == "entity" else list(segment)
+            for piece in pieces:
+                size = _visible(piece, kind)
+                if length + size > limit:
+                    # Prefer the last line break if it leaves this part at least 3/4 full.
+                    if break_state is not None and break_state[0] > 0 and break_state[2] >= limit * 3 // 4:
+                        flush(break_state[0], break_state[1])
+                    else:
+                        flush(None, list(open_tags))
+                    break_state = None
+                current.append(piece)
+                length += size
+                if piece == "\n":
+                    break_state = (len(current), list(open_tags), length)
     if current:
         text = "".join(current)
         if has_content(text):

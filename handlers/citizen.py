@@ -7,7 +7,6 @@ the session key is an HMAC of the chat id and lives in memory only.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from datetime import timedelta
 
@@ -269,7 +268,7 @@ async def open_receipt(update: Update, context: Context, s: ChatSession, code: s
         wait = math.ceil((backoff.not_before - now).total_seconds())
         await reply(update, context, deps.texts.msg(s.lang, "receipt_wait", seconds=wait))
         return
-    digest = await asyncio.to_thread(deps.keyring.receipt_hash, code)
+    digest = await deps.receipt_hash(code)
     with deps.sessions.begin() as session:
         tip = followup.find_tip(session, digest)
         view = None

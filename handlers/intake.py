@@ -439,7 +439,7 @@ async def btn_submit(update: Update, context: Context, ch: Channel, s: ChatSessi
     await drop_keyboard(update)
     ch.forget(update, context, s)  # a second press finds nothing to submit
     code = new_receipt_code()
-    digest = await asyncio.to_thread(deps.keyring.receipt_hash, code)
+    digest = await deps.receipt_hash(code)
     new = intake.NewTip(
         category=draft.category or "", unit=draft.unit or "", unit_other=draft.unit_other,
         place=draft.place or "", text=draft.text or "", evidence=tuple(draft.evidence),

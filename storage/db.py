@@ -59,11 +59,30 @@ def alembic_config(engine: Engine) -> AlembicConfig:
 
 
 def upgrade(engine: Engine, revision: str = "head", keyring: Any = None) -> None:
-    """Create or upgrade the schema to `revision` (Alembic). A migration that encrypts
-    what an older version kept in clear needs the keyring (bot.security.Keyring)."""
+    """Create or upgrade the schema to `revision` (Alembic); at the head, check that the
+    summary's counting triggers are in place (storage/rollup.py). A migration that
+    encrypts what an older version kept in clear needs the keyring (bot.security.Keyring)."""
     cfg = alembic_config(engine)
     cfg.attributes["keyring"] = keyring
     command.upgrade(cfg, revision)
+    if revision == "head":
+        from storage import rollup
+
+        with engine.begin() as connection:
+            rollup.ensure(connection)
+            refresh_statistics(connection)
+
+
+def refresh_statistics(connection: Any) -> None:
+    """SQLite's planner statistics, at start and daily (bot/services/schedule.py): without
+    them the planner guesses, and may walk an index of the whole history where a range of
+    it would do. `analysis_limit` makes ANALYZE sample each index, so this takes
+    milliseconds at any size. PostgreSQL's autovacuum keeps its own statistics."""
+    if connection.dialect.name != "sqlite":
+        return
+    connection.exec_driver_sql("PRAGMA analysis_limit=1000")
+    connection.exec_driver_sql("ANALYZE")
+    connection.exec_driver_sql("PRAGMA optimize")
 
 
 def downgrade(engine: Engine, revision: str, keyring: Any = None) -> None:

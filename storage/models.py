@@ -113,6 +113,20 @@ class TeamChat(Base):
 
 class Tip(Base):
     __tablename__ = "tips"
+    __table_args__ = (
+        # The daily summary reads only the rows around its period (storage/rollup.py):
+        # deadlines still ahead, acknowledgements after the period, the open cases.
+        # The summary reads these tips from the indexes alone (covering: no table page is
+        # read): created since its start (the index on created_at before), a deadline still
+        # ahead, acknowledged after its end; the cases open at its end.
+        Index("ix_tips_created_cover", "created_at", "category", "unit_key", "team_number", "ack_due_at",
+              "acknowledged_at"),
+        Index("ix_tips_ack_due_cover", "ack_due_at", "created_at", "acknowledged_at", "category", "unit_key",
+              "team_number"),
+        Index("ix_tips_acknowledged_cover", "acknowledged_at", "created_at", "ack_due_at", "category",
+              "unit_key", "team_number"),
+        Index("ix_tips_open", "closed_at", "outcome_due_at", "created_at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     receipt_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -126,7 +140,7 @@ class Tip(Base):
     team_number: Mapped[int] = mapped_column(Integer, index=True)
     route_rule: Mapped[str] = mapped_column(String(64))
     route_reason: Mapped[str] = mapped_column(String(256))
-    created_at: Mapped[datetime] = mapped_column(index=True)
+    created_at: Mapped[datetime]
     routed_at: Mapped[datetime]
     ack_due_at: Mapped[datetime]
     acknowledged_at: Mapped[datetime | None]
@@ -193,7 +207,10 @@ class DueStep(Base):
     happen once, across restarts and processes; the sweeper sets `done_at`."""
 
     __tablename__ = "due_steps"
-    __table_args__ = (Index("ix_due_steps_open", "done_at", "cancelled_at", "due_at"),)
+    __table_args__ = (
+        Index("ix_due_steps_open", "done_at", "cancelled_at", "due_at"),
+        Index("ix_due_steps_done_step", "step", "done_at", "deadline_kind"),  # the summary's escalations
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     token: Mapped[str] = mapped_column(String(160), unique=True)
@@ -216,6 +233,7 @@ class Outcome(Base):
     """How a case ended, recorded by its team: verified, unfounded or transferred."""
 
     __tablename__ = "outcomes"
+    __table_args__ = (Index("ix_outcomes_recorded", "recorded_at", "outcome"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tip_id: Mapped[int] = mapped_column(ForeignKey("tips.id", ondelete="CASCADE"), unique=True)
@@ -259,6 +277,12 @@ class RequiredAction(Base):
     a referral to the discipline committee, accountability of the unit's leader."""
 
     __tablename__ = "required_actions"
+    __table_args__ = (
+        # the summary reads actions from these indexes alone: created since, received after,
+        # or open and due after the period
+        Index("ix_required_actions_created_at", "created_at", "kind", "received_at", "due_at"),
+        Index("ix_required_actions_open", "received_at", "due_at", "kind", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     breach_id: Mapped[int] = mapped_column(ForeignKey("breaches.id", ondelete="CASCADE"), index=True)
@@ -385,6 +409,29 @@ class DirectoryVersion(Base):
     stamp: Mapped[int] = mapped_column(BigInteger)
 
 
+class SummaryCounter(Base):
+    """A running count for the daily summary (storage/rollup.py): kept by triggers."""
+
+    __tablename__ = "summary_counters"
+
+    metric: Mapped[str] = mapped_column(String(32), primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(16), primary_key=True)  # '' or 'YYYY-MM-DD HH' (UTC)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+class SummaryDelta(Base):
+    """A change to a running count, appended by a trigger, folded into the counters."""
+
+    __tablename__ = "summary_deltas"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(32))
+    bucket: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(64))
+    n: Mapped[int] = mapped_column(Integer)
+
+
 class KeyValue(Base):
     """Small durable settings (e.g. the polling offset)."""
 
@@ -409,6 +456,8 @@ __all__ = [
     "KeyValue",
     "OutboxMessage",
     "Staff",
+    "SummaryCounter",
+    "SummaryDelta",
     "TeamChat",
     "Tip",
     "TipAddition",

@@ -33,6 +33,8 @@ from bot.services import broadcast, bulletins
 from bot.services.officials import recipients
 from bot.services.summary import chart_png, compute, escalations
 from bot.splitting import split_html
+from storage import rollup
+from storage.db import refresh_statistics
 from storage.models_officials import ScheduledRun
 
 log = logging.getLogger(__name__)
@@ -87,13 +89,23 @@ def run_due(deps: Deps, now: datetime | None = None, failures: dict[tuple[str, s
             ) -> list[tuple[str, str, str]]:
     """Run every due job whose period is not recorded yet; returns what ran.
 
-    Each job is its own transaction and error boundary: a failing summary does not keep
-    the bulletin from running. A failed run is tried again at the next tick; after
+    Every tick first folds the summary's pending counter deltas (storage/rollup.py), so
+    they stay a tick's worth and the summary never sums a day of them. Each job is its own
+    transaction and error boundary: a failing summary does not keep the bulletin from
+    running. A failed run is tried again at the next tick; after
     `MAX_RUN_ATTEMPTS` failures (counted in `failures`, kept by the caller) it is recorded
     as failed, so it is not tried again, and logged.
     """
     now = now or deps.clock.now()
     failures = {} if failures is None else failures
+    try:
+        with deps.sessions.begin() as session:
+            rollup.fold(session)
+    except Exception as exc:  # noqa: BLE001 - the deltas stay for the next tick; the jobs still run
+        from bot.jobs import is_connection_error  # noqa: PLC0415 - avoids an import cycle
+        if is_connection_error(exc):
+            raise
+        log.warning("folding the summary's counters failed: %s", type(exc).__name__)
     done = []
     for job, period in due_periods(deps.config, now).items():
         try:
@@ -115,7 +127,15 @@ def run_due(deps: Deps, now: datetime | None = None, failures: dict[tuple[str, s
             continue
         if outcome is not None:
             done.append((job, period, outcome))
+            if job == "summary":
+                optimize(deps)
     return done
+
+
+def optimize(deps: Deps) -> None:
+    """SQLite's planner statistics, refreshed daily after the summary (storage.db)."""
+    with deps.sessions.begin() as session:
+        refresh_statistics(session.connection())
 
 
 def _record_failed(deps: Deps, job: str, period: str, now: datetime, error: str) -> None:

@@ -340,11 +340,12 @@ def test_export_in_batches_writes_the_same_bytes(cases: Deps) -> None:
     written: dict[int, bytes] = {}
     for size in (1, 2, 500):
         calls: list[int] = []
+        ids: list[list[int]] = []
         buffer = io.BytesIO()
         with cases.sessions.begin() as session:
             result = export.export(session, cases, buffer, fmt="csv", with_content=True, batch_size=size,
-                                   progress=calls.append)
-        assert result.tips == 5 and result.tip_ids == (1, 2, 3, 4, 5)
+                                   progress=calls.append, on_batch=ids.append)
+        assert result.tips == 5 and sum(ids, []) == [1, 2, 3, 4, 5] and [len(b) for b in ids] == calls
         seen[size], written[size] = calls, buffer.getvalue()
     assert seen == {1: [1, 1, 1, 1, 1], 2: [2, 2, 1], 500: [5]}
     assert written[1] == written[2] == written[500]

@@ -2,7 +2,7 @@
 (audit_log.quote_enc, bulletins.note_enc, outcomes.transferred_to_enc)
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0008
 Create Date: 2026-11-27 13:00:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import context, op
 
 revision: str = '0007'
-down_revision: str | None = '0005'
+down_revision: str | None = '0008'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,43 @@
+"""A bounded pool for the receipt-code hash (Argon2id, 64 MiB x 3 passes by default).
+
+Why bounded: each hash holds `receipt_hash_memory_kib` of memory and a core for its whole
+run. In the default thread pool (cores + 4 threads) 200 tipsters pressing Submit together
+ran six hashes at once on two cores: 6 x 64 MiB of memory, every hash slower, and the event
+loop starved of CPU. Here at most `security.receipt_hash_workers` hashes run at once (0, the
+default: one per core), in threads of their own (argon2 releases the GIL), so memory is at
+most workers x 64 MiB and the loop keeps its share of the CPU; the others wait their turn
+in the queue, which costs them nothing but time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from bot.security import Keyring
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class HashPool:
+    def __init__(self, keyring: Keyring, workers: int = 0) -> None:
+        self.workers = workers or cores()
+        self.keyring = keyring
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def receipt_hash(self, code: str) -> str:
+        """The receipt code's hash, computed off the event loop, at most `workers` at once."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="receipt-hash")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.keyring.receipt_hash, code)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None

@@ -1,0 +1,85 @@
+"""Province scale: the bulletin draft rendered once per language (not per office member);
+the export streamed, its audit entries written in batches."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.clock import FakeClock
+from bot.deps import Deps
+from bot.services import bulletins, schedule
+from storage.models import OutboxMessage
+from storage.models_officials import Bulletin
+from tests.officials_data import add_person, local, verified_case
+
+from .conftest import payload
+
+
+def test_the_bulletin_draft_is_rendered_and_split_once_per_language(deps: Deps, clock: FakeClock,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    clock.set(local(2026, 11, 3, 8))
+    with deps.sessions.begin() as s:
+        office = [add_person(s, deps, 6100 + i, f"Office {i}", "office", lang="en" if i < 2 else "zh-CN").id
+                  for i in range(5)]
+        for i in range(60):  # long enough to need several messages
+            verified_case(s, deps, office[0], at=local(2026, 11, 2, 10, i % 60), name=f"某{i:03d}" * 8,
+                          post="岗位" * 20)
+    calls: list[str] = []
+    real_split = bulletins.split_html
+    monkeypatch.setattr(bulletins, "split_html", lambda html: calls.append(html) or real_split(html))
+    clock.set(local(2026, 11, 3, 9, 1))
+    assert schedule.run_due(deps)[-1] == ("bulletin", "2026-11-03", "bulletin 1 draft (new)")
+    assert len(calls) == 2  # en and zh-CN, whatever the number of office members
+    with deps.sessions.begin() as s:
+        b = s.scalar(select(Bulletin))
+        assert len(json.loads(b.breach_ids)) == 60
+        rows = s.scalars(select(OutboxMessage).where(OutboxMessage.purpose == "bulletin_draft")
+                         .order_by(OutboxMessage.id)).all()
+        by_chat: dict[int, list[dict]] = {}
+        for r in rows:
+            by_chat.setdefault(r.chat_id, []).append(payload(deps, r))
+        assert sorted(by_chat) == [6100 + i for i in range(5)]
+        parts = {len(p) for p in by_chat.values()}
+        assert min(parts) > 1
+        for chat, items in by_chat.items():  # every member gets all the parts, buttons on the last
+            assert [p["buttons"] is not None for p in items] == [False] * (len(items) - 1) + [True]
+            assert "某059" * 8 in "".join(p["text"] for p in items)
+        assert by_chat[6100] == by_chat[6101] and by_chat[6102] == by_chat[6104]
+        assert s.scalar(select(func.count()).select_from(Bulletin)) == 1
+        bulletins.send_draft(s, deps, clock.now(), b)  # the same revision again: nothing more queued
+        assert s.scalar(select(func.count()).select_from(OutboxMessage)
+                        .where(OutboxMessage.purpose == "bulletin_draft")) == len(rows)
+
+
+def test_export_with_content_keeps_nothing_per_row(deps: Deps, clock: FakeClock) -> None:
+    """Batches go out as they are read; each batch's audit entries are one INSERT that the
+    session does not hold (a million of them were 2.5 GB of ORM objects)."""
+    import io
+
+    from bot.services import audit, export
+    from storage.models import AuditEntry
+    from tests.officials_data import add_tip
+
+    with deps.sessions.begin() as s:
+        for i in range(23):
+            add_tip(s, deps, category="absence", unit="land", team=1, created=local(2026, 11, 1, 10, i),
+                    ack_due=local(2026, 11, 1, 14))
+    sizes: list[int] = []
+    with deps.sessions.begin() as s:
+        s.expunge_all()
+        now = clock.now()
+
+        def record(ids: list[int]) -> None:
+            sizes.append(len(ids))
+            audit.record_many(s, staff_id=None, tip_ids=ids, action="exported", detail="cli, with content", at=now)
+            assert not s.new and len(s.identity_map) == 0
+
+        buffer = io.BytesIO()
+        result = export.export(s, deps, buffer, fmt="csv", with_content=True, batch_size=5, on_batch=record)
+    assert result.tips == 23 and sizes == [5, 5, 5, 5, 3]
+    assert buffer.getvalue().count(b"\r\n") == 24
+    with deps.sessions.begin() as s:
+        assert s.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "exported")) == 23
