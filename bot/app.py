@@ -70,7 +70,7 @@ def build_application(deps: Deps) -> Application[Any, Any, Any, Any, Any, Any]:
     tg = cfg.telegram
     app = (
         ApplicationBuilder()
-        .token(tg.token)
+        .token(tg.token.get_secret_value())
         .base_url(tg.base_url)
         .base_file_url(tg.base_file_url)
         .updater(None)
@@ -227,7 +227,7 @@ class Runtime:
         logs.quiet_libraries()  # whatever the host's logging set-up: no library logs an update
         self.deps, self.engine = build_deps(config, clock, engine)
         if migrate:
-            upgrade(self.engine)
+            upgrade(self.engine, keyring=self.deps.keyring)
         self.app = build_application(self.deps)
         self.sender = OutboxSender(self.app.bot, self.deps, on_give_up=self.give_up)
         self.failure: BaseException | None = None

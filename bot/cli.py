@@ -17,7 +17,8 @@
     tipline audit TIP                   a tip's audit trail and public timeline
     tipline export [--out cases.xlsx]   one row per tip, for the office (CSV or XLSX)
     tipline init                        write config.toml from the example, with new secrets
-    tipline keygen                      print a new pepper and data key
+    tipline keygen [--write]            print (or write into the config) a new pepper, data key, contact key
+    tipline rotate-keys                 re-encrypt everything under a new data key, retire the old one
     tipline check-config                validate the configuration and say what is wrong
 
 The configuration file is --config, else $TIPLINE_CONFIG, else ./config.toml.
@@ -143,6 +144,8 @@ def cmd_invite(args: argparse.Namespace) -> int:
 
 
 def cmd_teams(args: argparse.Namespace) -> int:
+    from bot.services.office import OFFICE_TEAM
+    from bot.teamcheck import GroupCheck, run_checks
     from storage.models import Staff, TeamChat
 
     config = _config(args)
@@ -152,19 +155,47 @@ def cmd_teams(args: argparse.Namespace) -> int:
     with deps.sessions.begin() as session:
         staff = session.scalars(select(Staff).order_by(Staff.team_number, Staff.role, Staff.id)).all()
         chats = session.scalars(select(TeamChat).order_by(TeamChat.team_number, TeamChat.id)).all()
-        for team in config.teams:
-            print(f"{team.number}  {team.name.get(lang)}  (delivery: {team.delivery})")
-            for chat in [c for c in chats if c.team_number == team.number]:
-                state = "" if chat.active else "  [inactive]"
-                print(f"     group  {chat.title or '-'}  {chat.chat_id}{state}")
-            for member in [s for s in staff if s.team_number == team.number]:
-                state = "" if member.active else "  [inactive]"
-                print(f"     {member.role:<6} {member.display_name}  {member.telegram_user_id}{state}")
-        office = [s for s in staff if s.role == "office"]
-        if office:
-            print("office")
-            for member in office:
-                print(f"     office {member.display_name}  {member.telegram_user_id}")
+    # Who may be in each bound group: the team's staff (the office's group: the office).
+    expected = {c.chat_id: [s.telegram_user_id for s in staff if s.active and (
+        s.role == "office" if c.team_number == OFFICE_TEAM else s.team_number == c.team_number)]
+        for c in chats if c.active}
+    token = config.telegram.token.get_secret_value()
+    checks: dict[int, GroupCheck] = {}
+    if expected and token and not args.offline:
+        checks = run_checks(token, config.telegram.base_url, expected)
+
+    def group_line(chat: TeamChat) -> None:
+        state = "" if chat.active else "  [inactive]"
+        print(f"     group  {chat.title or '-'}  {chat.chat_id}{state}")
+        check = checks.get(chat.chat_id)
+        if check is None:
+            return
+        if check.members is None:
+            print(f"            member count unavailable ({check.error})")
+            return
+        print(f"            {check.members} members: the bot, {check.staff_present} registered staff, "
+              f"{check.strangers} others")
+        if check.strangers:
+            print(f"            WARNING: {check.strangers} member(s) of this group are not registered staff and "
+                  "read every card; if the group cannot be trusted, use delivery = \"leads\" for the team")
+
+    for team in config.teams:
+        print(f"{team.number}  {team.name.get(lang)}  (delivery: {team.delivery})")
+        for chat in [c for c in chats if c.team_number == team.number]:
+            group_line(chat)
+        for member in [s for s in staff if s.team_number == team.number]:
+            state = "" if member.active else "  [inactive]"
+            print(f"     {member.role:<6} {member.display_name}  {member.telegram_user_id}{state}")
+    office = [s for s in staff if s.role == "office"]
+    office_groups = [c for c in chats if c.team_number == OFFICE_TEAM]
+    if office or office_groups:
+        print("office")
+        for chat in office_groups:
+            group_line(chat)
+        for member in office:
+            print(f"     office {member.display_name}  {member.telegram_user_id}")
+    if expected and not token:
+        print("(member counts of the groups need telegram.token)")
     return 0
 
 
@@ -221,28 +252,87 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keygen(_args: argparse.Namespace) -> int:
-    print(f'pepper = "{new_pepper()}"')
-    print(f'data_key = "{new_data_key()}"')
+def _fill_keys(text: str) -> str:
+    """The configuration text with every empty key given a fresh value."""
+    text = text.replace('pepper = ""', f'pepper = "{new_pepper()}"', 1)
+    text = text.replace('data_key = ""', f'data_key = "{new_data_key()}"', 1)
+    return text.replace('contact_key = ""', f'contact_key = "{new_data_key()}"', 1)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """Print a new pepper, data key and contact key; with --write, fill the empty keys of
+    the configuration file in place (rewritten through a new file that is 0600 from its
+    first byte, then renamed over the old one)."""
+    from pathlib import Path
+
+    from bot.keyfile import write_private
+
+    if not args.write:
+        print(f'pepper = "{new_pepper()}"')
+        print(f'data_key = "{new_data_key()}"')
+        print(f'contact_key = "{new_data_key()}"')
+        return 0
+    target = Path(args.config or os.environ.get("TIPLINE_CONFIG") or "config.toml")
+    if not target.exists():
+        print(f"tipline: {target} does not exist (create it with `tipline init`)", file=sys.stderr)
+        return 1
+    old = target.read_text(encoding="utf-8")
+    new = _fill_keys(old)
+    if new == old:
+        print(f"{target}: every key is set already; nothing changed")
+        return 0
+    write_private(target, new, replace=True)
+    print(f"{target}: empty keys filled with new ones (the file is readable by its owner only)")
     return 0
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    """Write config.toml from the example, with a fresh pepper and data key."""
+    """Write config.toml from the example, with a fresh pepper, data key and contact key.
+    The file is created readable by its owner only (0600) from its first byte."""
     from pathlib import Path
 
+    from bot.keyfile import write_private
+
     target = Path(args.config or os.environ.get("TIPLINE_CONFIG") or "config.toml")
-    if target.exists():
+    example = Path(__file__).resolve().parent.parent / "config.example.toml"
+    try:
+        write_private(target, _fill_keys(example.read_text(encoding="utf-8")))
+    except FileExistsError:
         print(f"tipline: {target} exists; not overwritten", file=sys.stderr)
         return 1
-    example = Path(__file__).resolve().parent.parent / "config.example.toml"
-    text = example.read_text(encoding="utf-8")
-    text = text.replace('pepper = ""', f'pepper = "{new_pepper()}"', 1)
-    text = text.replace('data_key = ""', f'data_key = "{new_data_key()}"', 1)
-    target.write_text(text, encoding="utf-8")
-    target.chmod(0o600)
-    print(f"wrote {target} with a new pepper and data key: keep it secret and backed up; "
-          "set telegram.token there or in TIPLINE_BOT_TOKEN")
+    print(f"wrote {target} (readable by you only) with a new pepper, data key and contact key: keep it secret "
+          "and back it up (see the README); set telegram.token there or in TIPLINE_BOT_TOKEN")
+    return 0
+
+
+def cmd_rotate_keys(args: argparse.Namespace) -> int:
+    """Re-encrypt every encrypted column under a new data key, then retire the old one
+    (bot/rotate.py says how, and how it resumes)."""
+    from pathlib import Path
+
+    from bot.rotate import rotate
+    from bot.security import Keyring
+
+    if os.environ.get("TIPLINE_DATA_KEY"):
+        raise ConfigError("security.data_key: it comes from TIPLINE_DATA_KEY, which rotate-keys cannot rewrite; "
+                          "put the key in the configuration file for the rotation")
+    path = Path(args.config or os.environ.get("TIPLINE_CONFIG") or "config.toml")
+    config = _config(args)
+    logs.quiet_libraries()
+    deps = _open_db(config)
+    sec = config.security
+    current = [k.strip() for k in sec.data_key.get_secret_value().split(",") if k.strip()]
+
+    def keyring(keys: str) -> Keyring:
+        return Keyring(sec.pepper.get_secret_value(), keys, time_cost=sec.receipt_hash_time_cost,
+                       memory_kib=sec.receipt_hash_memory_kib, parallelism=sec.receipt_hash_parallelism)
+
+    engine = deps.sessions.kw["bind"]
+    try:
+        rotate(path, engine, current, keyring)
+    finally:
+        engine.dispose()
+    print(f"{path}: data key rotated; back up the new configuration file now")
     return 0
 
 
@@ -298,6 +388,7 @@ def parser() -> argparse.ArgumentParser:
     inv.set_defaults(func=cmd_invite)
     teams = sub.add_parser("teams", help="list teams, members and bound groups")
     teams.add_argument("--en", action="store_true", help="team names in English")
+    teams.add_argument("--offline", action="store_true", help="do not ask Telegram how many members each group has")
     teams.set_defaults(func=cmd_teams)
     sub.add_parser("outbox", help="delivery state of messages to staff").set_defaults(func=cmd_outbox)
     bst = sub.add_parser("broadcast-status", help="delivery of summaries and bulletins to officials")
@@ -308,7 +399,11 @@ def parser() -> argparse.ArgumentParser:
                      help="the summary's date, YYYY-MM-DD (default: the period that ended last)")
     smr.add_argument("--en", action="store_true", help="in English")
     smr.set_defaults(func=cmd_summary)
-    sub.add_parser("keygen", help="print a new pepper and data key").set_defaults(func=cmd_keygen)
+    kg = sub.add_parser("keygen", help="print a new pepper, data key and contact key")
+    kg.add_argument("--write", action="store_true", help="fill the empty keys of the configuration file instead")
+    kg.set_defaults(func=cmd_keygen)
+    sub.add_parser("rotate-keys", help="re-encrypt everything under a new data key and retire the old one"
+                   ).set_defaults(func=cmd_rotate_keys)
     sub.add_parser("init", help="write config.toml from the example, with new secrets").set_defaults(func=cmd_init)
     sub.add_parser("check-config", help="validate the configuration").set_defaults(func=cmd_check)
     from bot.cli_office import add_commands  # enter, audit, export

@@ -118,7 +118,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             raise UsageError(f"TIP: no tip #{number}")
         audit.record(session, staff_id=None, tip_id=tip.id, action="viewed_audit", detail="cli", at=deps.clock.now())
         session.flush()
-        entries = audit.trail(session, tip.id)
+        entries = audit.trail(session, tip.id, deps.keyring)
         timeline = followup.public_timeline(tip, deps.keyring)
         unit = texts.unit_name(tip.unit_key, lang) if cfg.unit(tip.unit_key) else "(typed by the tipster)"
         print(f"tip #{tip.id}  {tip.channel}  received {texts.local_time(tip.created_at)}  "
@@ -130,7 +130,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     width = max(_width(e.who) for e in entries)
     for e in entries:
         who = e.who + " " * (width - _width(e.who))
-        print(f"  {texts.local_time(e.at)}  {who}  {e.action:<14} {e.detail or ''}".rstrip())
+        quote = f"  ({e.quote})" if e.quote else ""
+        print(f"  {texts.local_time(e.at)}  {who}  {e.action:<14} {e.detail or ''}{quote}".rstrip())
     print("public timeline (what the tipster sees):")
     for at, kind, team_number, detail in timeline:
         team = f"  team {team_number} {texts.team_name(team_number, lang)}" if team_number is not None else ""

@@ -12,6 +12,14 @@ class Clock(Protocol):
         ...
 
 
+def to_minute(when: datetime) -> datetime:
+    """`when` cut to the minute. Times a tipster's action stamps (a tip received, an
+    addition, an answer, an opt-in) are stored like this: to the second they could be
+    matched with what someone saw or what Telegram logged; to the minute they still serve
+    the deadlines and the office's counts."""
+    return when.replace(second=0, microsecond=0)
+
+
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)

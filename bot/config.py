@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 LANGUAGES: tuple[str, ...] = ("zh-CN", "en")
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
@@ -55,7 +55,7 @@ class LocalizedName(_Model):
 
 
 class TelegramConfig(_Model):
-    token: str = ""
+    token: SecretStr = SecretStr("")
     base_url: str = "https://api.telegram.org/bot"
     base_file_url: str = "https://api.telegram.org/file/bot"
     poll_timeout_seconds: int = Field(default=30, ge=0, le=50)
@@ -73,9 +73,11 @@ class DatabaseConfig(_Model):
 
 
 class SecurityConfig(_Model):
-    pepper: str = ""
-    data_key: str = ""
-    contact_key: str = ""
+    # Secrets are SecretStr: never shown in a repr, a log line or a test failure
+    # (`.get_secret_value()` where they are used).
+    pepper: SecretStr = SecretStr("")
+    data_key: SecretStr = SecretStr("")
+    contact_key: SecretStr = SecretStr("")
     receipt_hash_time_cost: int = Field(default=3, ge=1, le=20)
     receipt_hash_memory_kib: int = Field(default=65536, ge=8, le=4 * 1024 * 1024)
     receipt_hash_parallelism: int = Field(default=1, ge=1, le=16)
@@ -500,18 +502,18 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
 
 def require_secrets(config: Config) -> None:
     """Checks made before the bot runs (the CLI's offline commands need fewer secrets)."""
-    if not config.telegram.token:
+    if not config.telegram.token.get_secret_value():
         raise ConfigError("telegram.token: empty; set it in the file or in TIPLINE_BOT_TOKEN")
     require_storage_secrets(config)
 
 
 def require_storage_secrets(config: Config) -> None:
-    if len(config.security.pepper) < 32:
+    if len(config.security.pepper.get_secret_value()) < 32:
         raise ConfigError(
             "security.pepper: needs at least 32 characters; set it in the file or in TIPLINE_PEPPER "
             "(generate one with `tipline keygen`)"
         )
-    if not config.security.data_key:
+    if not config.security.data_key.get_secret_value():
         raise ConfigError(
             "security.data_key: empty; set a Fernet key in the file or in TIPLINE_DATA_KEY "
             "(generate one with `tipline keygen`)"

@@ -55,8 +55,8 @@ def make_router(config: Config) -> Router:
 def make_keyring(config: Config) -> Keyring:
     sec = config.security
     return Keyring(
-        sec.pepper,
-        sec.data_key,
+        sec.pepper.get_secret_value(),
+        sec.data_key.get_secret_value(),
         time_cost=sec.receipt_hash_time_cost,
         memory_kib=sec.receipt_hash_memory_kib,
         parallelism=sec.receipt_hash_parallelism,

@@ -83,6 +83,13 @@ class Keyring:
         except (InvalidToken, ValueError) as exc:
             raise DecryptionError("stored content does not decrypt with the configured data keys") from exc
 
+    def rotate(self, token: str) -> str:
+        """The same content encrypted under the first data key (key rotation)."""
+        try:
+            return self._fernet.rotate(token.encode("ascii")).decode("ascii")
+        except (InvalidToken, ValueError) as exc:
+            raise DecryptionError("stored content does not decrypt with the configured data keys") from exc
+
     def encrypt_opt(self, text: str | None) -> str | None:
         return None if text is None else self.encrypt(text)
 

@@ -28,6 +28,7 @@ from telegram.ext import Application
 from bot.config import Config
 from bot.ratelimit import retry_after_seconds
 from bot.supervise import Backoff, ThrottledLog
+from bot.deps import make_keyring
 from storage.db import alembic_config, make_engine, upgrade
 
 log = logging.getLogger("tipline.startup")
@@ -81,7 +82,11 @@ def open_database(config: Config) -> Engine:
             f"(which knows up to {script.get_current_head()}): run the tipline version that upgraded it, "
             "or restore a backup taken before that upgrade", EXIT_DATABASE)
     try:
-        upgrade(engine)
+        keyring = make_keyring(config)  # a migration may encrypt what an older version kept in clear
+    except ValueError:
+        keyring = None
+    try:
+        upgrade(engine, keyring=keyring)
     except (OSError, SQLAlchemyError) as exc:
         engine.dispose()
         raise StartupError(f"database: cannot upgrade {shown}: {_first_line(exc)}", EXIT_DATABASE) from None

@@ -215,7 +215,7 @@ class CitizenChannel(flow.Channel):
     async def review(self, update: Update, context: Context, s: ChatSession, rows: list[list[Button]]) -> None:
         deps = deps_of(context)
         assert s.draft is not None
-        offer = bool(deps.config.security.contact_key)
+        offer = bool(deps.config.security.contact_key.get_secret_value())
         if offer:  # only where a contact key is configured; off unless the tipster turns it on
             rows.insert(1, [b(deps, s.lang, "notify_on" if s.draft.notify else "notify_off", "notify")])
         await reply(update, context, deps.texts.render(s.lang, "review", draft=s.draft, offer_notify=offer), rows)

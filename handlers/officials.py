@@ -216,7 +216,7 @@ async def on_note_text(update: Update, context: Context) -> None:
         pending[user.id] = bulletin_id
         raise ApplicationHandlerStop
     with deps.sessions.begin() as session:
-        decision, b = bulletin_service.set_note(session, bulletin_id, note)
+        decision, b = bulletin_service.set_note(session, deps, bulletin_id, note)
         if decision is bulletin_service.Decision.DONE and b is not None:
             bulletin_service.send_draft(session, deps, now, b)
             text = deps.texts.msg(lang, "bulletin_note_saved", number=b.number)

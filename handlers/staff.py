@@ -17,6 +17,7 @@ from bot.services.office import OFFICE_TEAM
 from bot.services.outbox import Button
 from bot.services.staff import AckStatus, JoinStatus
 from handlers.common import Context, deps_of, person_lang, private, reply
+from storage.directory import is_team_chat
 from storage.models import TeamChat
 
 
@@ -124,13 +125,15 @@ async def _answer(query: CallbackQuery, text: str) -> None:
 
 
 async def chat_member(update: Update, context: Context) -> None:
-    """The bot was removed from a group: stop sending cards there."""
+    """The bot was removed from a bound group: stop sending cards there. A citizen who
+    blocks the bot (a private chat) touches no table; nor does any group that is not bound."""
     change = update.my_chat_member
-    if change is None or change.new_chat_member.status not in ("left", "kicked"):
+    if change is None or change.new_chat_member.status not in ("left", "kicked") or change.chat.type == "private":
         return
     deps = deps_of(context)
     with deps.sessions.begin() as session:
-        session.execute(sql_update(TeamChat).where(TeamChat.chat_id == change.chat.id).values(active=False))
+        if is_team_chat(session, change.chat.id):
+            session.execute(sql_update(TeamChat).where(TeamChat.chat_id == change.chat.id).values(active=False))
 
 
 # --- a staff member's language ---------------------------------------------------------------

@@ -23,7 +23,9 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 def make_engine(url: str, echo: bool = False) -> Engine:
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"echo": echo, "future": True}
+    # Parameters never appear in an error or an echoed statement: they may be content.
+    # (A citizen's Telegram id is never a parameter at all: see storage/directory.py.)
+    kwargs: dict[str, Any] = {"echo": echo, "future": True, "hide_parameters": True}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
@@ -78,10 +80,13 @@ def alembic_config(engine: Engine) -> AlembicConfig:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "head", keyring: Any = None) -> None:
     """Create or upgrade the schema to `revision` (Alembic); at the head, check that the
-    summary's counting triggers are in place (storage/rollup.py)."""
-    command.upgrade(alembic_config(engine), revision)
+    summary's counting triggers are in place (storage/rollup.py). A migration that
+    encrypts what an older version kept in clear needs the keyring (bot.security.Keyring)."""
+    cfg = alembic_config(engine)
+    cfg.attributes["keyring"] = keyring
+    command.upgrade(cfg, revision)
     if revision == "head":
         from storage import rollup
 
@@ -102,8 +107,10 @@ def refresh_statistics(connection: Any) -> None:
     connection.exec_driver_sql("PRAGMA optimize")
 
 
-def downgrade(engine: Engine, revision: str) -> None:
-    command.downgrade(alembic_config(engine), revision)
+def downgrade(engine: Engine, revision: str, keyring: Any = None) -> None:
+    cfg = alembic_config(engine)
+    cfg.attributes["keyring"] = keyring
+    command.downgrade(cfg, revision)
 
 
 @contextmanager

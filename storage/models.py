@@ -243,7 +243,7 @@ class Outcome(Base):
     person_post: Mapped[str | None] = mapped_column(String(64))
     breach_category: Mapped[str | None] = mapped_column(String(32))
     finding_enc: Mapped[str | None] = mapped_column(Text)
-    transferred_to: Mapped[str | None] = mapped_column(String(128))
+    transferred_to_enc: Mapped[str | None] = mapped_column(Text)  # typed by staff: encrypted
     attachments_enc: Mapped[str | None] = mapped_column(Text)  # JSON [{kind, file_id}], encrypted
     recorded_by: Mapped[int] = mapped_column(ForeignKey("staff.id"))
     recorded_at: Mapped[datetime]
@@ -319,7 +319,8 @@ class AuditEntry(Base):
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     tip_id: Mapped[int | None] = mapped_column(ForeignKey("tips.id", ondelete="CASCADE"), index=True)
     action: Mapped[str] = mapped_column(String(32))
-    detail: Mapped[str | None] = mapped_column(String(512))
+    detail: Mapped[str | None] = mapped_column(String(512))  # never content: ids, teams, kinds
+    quote_enc: Mapped[str | None] = mapped_column(Text)  # content the action quotes (a reason...), encrypted
 
 
 class TipEvent(Base):
@@ -406,6 +407,16 @@ class UpdateJournal(Base):
     next_attempt_at: Mapped[datetime | None]
 
 
+class DirectoryVersion(Base):
+    """One row whose `stamp` database triggers change whenever `staff` or `team_chats`
+    change: the in-memory directory of staff ids (storage/directory.py) reloads then."""
+
+    __tablename__ = "directory_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    stamp: Mapped[int] = mapped_column(BigInteger)
+
+
 class SummaryCounter(Base):
     """A running count for the daily summary (storage/rollup.py): kept by triggers."""
 
@@ -442,6 +453,7 @@ __all__ = [
     "AuditEntry",
     "Base",
     "Breach",
+    "DirectoryVersion",
     "DueStep",
     "NotifyContact",
     "Outcome",

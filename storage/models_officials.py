@@ -52,7 +52,7 @@ class Bulletin(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)  # draft | held | published
     period: Mapped[str] = mapped_column(String(32))
     breach_ids: Mapped[str] = mapped_column(Text)  # JSON list, in bulletin order
-    note: Mapped[str | None] = mapped_column(Text)
+    note_enc: Mapped[str | None] = mapped_column(Text)  # the office's note, encrypted
     created_at: Mapped[datetime]
     issued_on: Mapped[str] = mapped_column(String(10))  # local date printed on it
     published_at: Mapped[datetime | None]

@@ -3,7 +3,9 @@
 `record` adds a row to the caller's transaction (it never commits), so an action and its
 audit entry are stored together or not at all. Staff are not anonymous; tipsters never
 appear here (there is nothing about them to record). `staff_id` is None for what the
-office does from the shell (`detail` then starts with "cli").
+office does from the shell (`detail` then starts with "cli"). `detail` never holds
+content; free text an action quotes (a reassign or extension reason, where a case was
+transferred to) is `quote`, stored encrypted with the data key.
 
 Actions in use: acknowledged, joined, bound, entered, viewed_audit, exported (and the
 workflow's ask, reassign, outcome, extend, ...).
@@ -17,6 +19,7 @@ from datetime import datetime
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from bot.security import Keyring
 from storage.models import AuditEntry, Staff
 
 ACTION_MAX = 32
@@ -31,6 +34,7 @@ class TrailEntry:
     staff_role: str | None
     action: str
     detail: str | None
+    quote: str | None = None
 
     @property
     def who(self) -> str:
@@ -47,6 +51,8 @@ def record(
     action: str,
     detail: str | None,
     at: datetime,
+    quote: str | None = None,
+    keyring: Keyring | None = None,
 ) -> None:
     """Add one audit entry to the session's transaction (the caller commits)."""
     if not action or len(action) > ACTION_MAX:
@@ -55,7 +61,11 @@ def record(
         raise ValueError("audit times are timezone-aware")
     if detail is not None and len(detail) > DETAIL_MAX:
         detail = detail[: DETAIL_MAX - 1] + "…"
-    session.add(AuditEntry(at=at, staff_id=staff_id, tip_id=tip_id, action=action, detail=detail))
+    if quote is not None and keyring is None:
+        raise ValueError("an audit entry that quotes content needs the keyring to encrypt it")
+    quote_enc = keyring.encrypt(quote) if quote is not None and keyring is not None else None
+    session.add(AuditEntry(at=at, staff_id=staff_id, tip_id=tip_id, action=action, detail=detail,
+                           quote_enc=quote_enc))
 
 
 def record_many(session: Session, *, staff_id: int | None, tip_ids: list[int], action: str, detail: str | None,
@@ -74,7 +84,7 @@ def record_many(session: Session, *, staff_id: int | None, tip_ids: list[int], a
                                           "detail": detail} for t in tip_ids])
 
 
-def trail(session: Session, tip_id: int) -> list[TrailEntry]:
+def trail(session: Session, tip_id: int, keyring: Keyring | None = None) -> list[TrailEntry]:
     """The tip's audit entries, oldest first, with the staff member's name and role."""
     rows = session.execute(
         select(AuditEntry, Staff.display_name, Staff.role)
@@ -82,4 +92,6 @@ def trail(session: Session, tip_id: int) -> list[TrailEntry]:
         .where(AuditEntry.tip_id == tip_id)
         .order_by(AuditEntry.at, AuditEntry.id)
     ).all()
-    return [TrailEntry(e.at, e.staff_id, name, role, e.action, e.detail) for e, name, role in rows]
+    return [TrailEntry(e.at, e.staff_id, name, role, e.action, e.detail,
+                       keyring.decrypt_opt(e.quote_enc) if keyring is not None else None)
+            for e, name, role in rows]

@@ -130,12 +130,17 @@ def _ladder_keys(ladder: Ladder, breach_number: int) -> tuple[str, ...]:
     return tuple(_LADDER_KEY.get(k, k) for k in keys)
 
 
+def note_of(deps: Deps, b: Bulletin) -> str | None:
+    """The office's note on the bulletin (stored encrypted)."""
+    return deps.keyring.decrypt_opt(b.note_enc)
+
+
 def render_message(deps: Deps, lang: str, b: Bulletin, lines: list[CaseLine], *, draft: bool) -> str:
-    return deps.texts.render(lang, "bulletin", b=b, cases=lines, draft=draft)
+    return deps.texts.render(lang, "bulletin", b=b, note=note_of(deps, b), cases=lines, draft=draft)
 
 
 def render_document(deps: Deps, lang: str, b: Bulletin, lines: list[CaseLine]) -> bytes:
-    return deps.texts.render(lang, "bulletin_document", b=b, cases=lines).encode("utf-8")
+    return deps.texts.render(lang, "bulletin_document", b=b, note=note_of(deps, b), cases=lines).encode("utf-8")
 
 
 def draft_buttons(deps: Deps, lang: str, b: Bulletin) -> list[list[Button]]:
@@ -148,7 +153,7 @@ def draft_buttons(deps: Deps, lang: str, b: Bulletin) -> list[list[Button]]:
 def send_draft(session: Session, deps: Deps, now: datetime, b: Bulletin) -> int:
     """The draft, with Publish / Edit note / Hold, to the office. Returns the rows queued."""
     lines = case_lines(session, deps, b)
-    revision = hashlib.sha256(f"{b.breach_ids}|{b.note}|{b.status}".encode()).hexdigest()[:12]
+    revision = hashlib.sha256(f"{b.breach_ids}|{note_of(deps, b)}|{b.status}".encode()).hexdigest()[:12]
     # Rendered and split once per language, not once per office member, and queued in one
     # statement: with thousands of cases waiting, rendering, splitting and a round trip per
     # row were nearly all of the job's time.
@@ -232,13 +237,13 @@ def hold(session: Session, bulletin_id: int) -> tuple[Decision, Bulletin | None]
     return Decision.DONE, b
 
 
-def set_note(session: Session, bulletin_id: int, note: str) -> tuple[Decision, Bulletin | None]:
+def set_note(session: Session, deps: Deps, bulletin_id: int, note: str) -> tuple[Decision, Bulletin | None]:
     b = session.get(Bulletin, bulletin_id, with_for_update=True)
     if b is None:
         return Decision.NOT_FOUND, None
     if b.status == "published":
         return Decision.ALREADY, b
-    b.note = note.strip() or None
+    b.note_enc = deps.keyring.encrypt_opt(note.strip() or None)
     b.status = "draft"
     return Decision.DONE, b
 

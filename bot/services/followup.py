@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.clock import to_minute
 from bot.deps import Deps
 from bot.domain.lifecycle import is_closed
 from bot.drafts import EvidenceItem
@@ -52,7 +53,8 @@ def add_information(
     question_id: int | None = None,
 ) -> bool:
     """Attach what the tipster added (maybe an answer to the team's question) and send it
-    to the team. False if the case is closed."""
+    to the team. False if the case is closed. Stamped to the minute (bot.clock.to_minute)."""
+    now = to_minute(now)
     tip = session.get(Tip, tip_id)
     if tip is None or is_closed(tip.state):
         return False

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from bot.clock import to_minute
 from bot.deps import Deps
 from bot.domain.lifecycle import CaseState
 from bot.drafts import EvidenceItem
@@ -32,7 +33,9 @@ class NewTip:
 
 
 def submit(session: Session, deps: Deps, new: NewTip, receipt_hash: str, now: datetime) -> int:
-    """Store a tip, route it and queue its card; returns the tip's number."""
+    """Store a tip, route it and queue its card; returns the tip's number. Everything it
+    stamps is stamped to the minute (bot.clock.to_minute)."""
+    now = to_minute(now)
     if deps.config.unit(new.unit) is None and new.unit != "other":
         raise ValueError(f"unknown unit {new.unit!r}")
     unit = deps.config.unit(new.unit)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from telegram import Bot
 from telegram.error import BadRequest, Forbidden, NetworkError
 
+from bot.clock import to_minute
 from bot.deps import Deps
 from bot.security import ContactBox, DecryptionError
 from storage.models import NotifyContact
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def box(deps: Deps) -> ContactBox | None:
-    key = deps.config.security.contact_key
+    key = deps.config.security.contact_key.get_secret_value()
     return ContactBox(key) if key else None
 
 
@@ -35,7 +36,7 @@ def opt_in(session: Session, deps: Deps, tip_id: int, chat_id: int, now: datetim
     contacts = box(deps)
     if contacts is None:
         return False
-    session.add(NotifyContact(token=contacts.token(tip_id), chat_enc=contacts.seal(chat_id), created_at=now,
+    session.add(NotifyContact(token=contacts.token(tip_id), chat_enc=contacts.seal(chat_id), created_at=to_minute(now),
                               final=False))
     return True
 

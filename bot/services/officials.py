@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from bot.config import LANGUAGES
 from bot.deps import Deps
+from storage.directory import is_staff
 from storage.models import Staff
 from storage.models_officials import Subscription
 
@@ -35,7 +36,10 @@ def ensure_subscription(session: Session, deps: Deps, staff: Staff, now: datetim
 
 
 def official(session: Session, user_id: int) -> Staff | None:
-    """The active official with this Telegram id (strangers and other staff: None)."""
+    """The active official with this Telegram id (strangers and other staff: None). A
+    citizen's id never reaches SQL: the in-memory directory answers for them."""
+    if not is_staff(session, user_id):
+        return None
     return session.scalar(
         select(Staff).where(Staff.telegram_user_id == user_id, Staff.role == "official", Staff.active.is_(True))
     )

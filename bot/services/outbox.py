@@ -54,6 +54,10 @@ def enqueue(
     existing = session.scalar(select(OutboxMessage).where(OutboxMessage.dedupe_key == dedupe_key))
     if existing is not None:
         return existing
+    if tip_id is not None and method != "edit_message_text":
+        # Whatever is about a tip (its card, evidence, the team's notes) cannot be
+        # forwarded or saved by whoever is in the chat (an edit keeps the original's).
+        payload = {**payload, "protect": True}
     row = OutboxMessage(
         dedupe_key=dedupe_key,
         chat_id=chat_id,

@@ -55,7 +55,7 @@ def submit_key(deps: Deps, nonce: str) -> str:
 
 
 def _fernet(deps: Deps) -> Fernet | None:
-    key = deps.config.security.contact_key
+    key = deps.config.security.contact_key.get_secret_value()
     return Fernet(key.strip().encode()) if key else None
 
 

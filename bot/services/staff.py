@@ -15,6 +15,7 @@ from bot.domain.lifecycle import CaseAction, CaseState, IllegalTransition, trans
 from bot.services import audit, deadlines, delivery, notify, officials
 from bot.services.views import add_event, tip_view
 from bot.security import Keyring
+from storage.directory import is_staff
 from storage.models import Invite, Staff, TeamChat, Tip, TipEvent
 
 ROLES = ("lead", "member", "office", "official")
@@ -97,7 +98,9 @@ def join(
         return JoinResult(JoinStatus.WRONG_KIND)
     if not _claim_invite(session, invite, now):
         return JoinResult(JoinStatus.INVALID)
-    staff = session.scalar(select(Staff).where(Staff.telegram_user_id == user_id))
+    # Only a known staff id is used in SQL: the code was good, but the person may be a citizen.
+    staff = session.scalar(select(Staff).where(Staff.telegram_user_id == user_id)) if is_staff(session, user_id) \
+        else None
     if staff is None:
         staff = Staff(telegram_user_id=user_id, display_name=display_name, role=invite.role or "member",
                       team_number=invite.team_number, language=lang, active=True, joined_at=now)
@@ -172,6 +175,10 @@ def redeliver_waiting(session: Session, deps: Deps, team_number: int, now: datet
 
 
 def staff_by_user(session: Session, user_id: int) -> Staff | None:
+    """The active staff member with this Telegram id. A citizen's id never reaches SQL:
+    it is looked up in the in-memory directory first (storage/directory.py)."""
+    if not is_staff(session, user_id):
+        return None
     return session.scalar(select(Staff).where(Staff.telegram_user_id == user_id, Staff.active.is_(True)))
 
 

@@ -21,6 +21,7 @@ from bot.services import audit, deadlines, delivery, notify, outbox
 from bot.services.office import office_targets
 from bot.services.outbox import Button
 from bot.services.views import EvidenceView, add_event, tip_view
+from storage.directory import is_staff
 from storage.models import Breach, Question, RequiredAction, Staff, Tip
 from storage.models import Outcome as OutcomeRow
 
@@ -51,6 +52,8 @@ class Refused:
 
 
 def staff_of(session: Session, user_id: int) -> Staff | None:
+    if not is_staff(session, user_id):  # a citizen's id never reaches SQL
+        return None
     return session.scalar(select(Staff).where(Staff.telegram_user_id == user_id, Staff.active.is_(True)))
 
 
@@ -126,7 +129,7 @@ def reassign(session: Session, deps: Deps, allowed: Allowed, team: int, reason: 
     tip.acknowledged_at = None
     tip.acknowledged_by = None
     tip.route_rule = "reassigned"
-    tip.route_reason = f"reassigned from team {old_team}: {reason}"[:256]
+    tip.route_reason = f"reassigned from team {old_team}"  # the reason itself: encrypted, on the timeline
     deadlines.cancel(session, now, tip_id=tip.id)
     deadlines.start_clock(session, deps.config, tip, "ack", now)
     deadlines.start_clock(session, deps.config, tip, "outcome", now)
@@ -134,7 +137,7 @@ def reassign(session: Session, deps: Deps, allowed: Allowed, team: int, reason: 
                       detail=reason)
     session.flush()
     audit.record(session, staff_id=staff.id, tip_id=tip.id, action="reassigned",
-                 detail=f"team {old_team} -> {team}: {reason}", at=now)
+                 detail=f"team {old_team} -> {team}", quote=reason, keyring=deps.keyring, at=now)
     view = tip_view(session, deps.keyring, tip)
     # Old copies: re-rendered with the new state (no buttons for the old team).
     delivery.enqueue_card_edits(session, deps, view, now, reason=f"reassign:{event.id}")
@@ -154,7 +157,7 @@ def extend(session: Session, deps: Deps, allowed: Allowed, kind: deadlines.Kind,
     add_event(session, deps.keyring, tip, now, "deadline_extended", team_number=tip.team_number,
               staff_id=staff.id, public=False, detail=f"{kind} +{hours:g}h: {reason}")
     audit.record(session, staff_id=staff.id, tip_id=tip.id, action="extended",
-                 detail=f"{kind} +{hours:g}h to {deadline.isoformat()}: {reason}", at=now)
+                 detail=f"{kind} +{hours:g}h to {deadline.isoformat()}", quote=reason, keyring=deps.keyring, at=now)
     _team_note(session, deps, tip, now, f"extend:{tip.id}:{kind}:{deadline.isoformat()}", "note_extended",
                kind=kind, deadline=deadline, reason=reason)
     _refresh_cards(session, deps, tip, now, f"extend:{kind}:{deadline.isoformat()}")
@@ -212,14 +215,15 @@ def record_outcome(session: Session, deps: Deps, allowed: Allowed, data: Outcome
     row = OutcomeRow(tip_id=tip.id, outcome=data.outcome.value, unit_key=data.unit_key,
                      person_name=data.person_name, person_post=data.person_post,
                      breach_category=data.breach_category, finding_enc=k.encrypt(data.finding),
-                     transferred_to=data.transferred_to, recorded_by=staff.id, recorded_at=now,
+                     transferred_to_enc=k.encrypt_opt(data.transferred_to), recorded_by=staff.id, recorded_at=now,
                      attachments_enc=k.encrypt(json.dumps(attachments)) if attachments else None)
     session.add(row)
     session.flush()
     deadlines.cancel(session, now, tip_id=tip.id)
     public_detail = data.outcome.value + (f": {data.transferred_to}" if data.transferred_to else "")
     add_event(session, k, tip, now, "closed", team_number=tip.team_number, staff_id=staff.id, detail=public_detail)
-    audit.record(session, staff_id=staff.id, tip_id=tip.id, action="outcome", detail=public_detail, at=now)
+    audit.record(session, staff_id=staff.id, tip_id=tip.id, action="outcome", detail=data.outcome.value,
+                 quote=data.transferred_to, keyring=k, at=now)
     result = None
     if data.outcome is Outcome.VERIFIED:
         result = _climb_ladder(session, deps, tip, row, now)

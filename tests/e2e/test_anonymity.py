@@ -1,21 +1,51 @@
-"""Anonymity by construction: 200+ tipsters with distinctive identities, and none of their
-identifiers in the database, the logs, or anything the bot sent to staff."""
+"""The forensic test: 210 tipsters with distinctive identities take every path a citizen
+can take, with `database.echo` on; then someone with the whole data directory (database,
+its -wal/-shm/-journal files, config.toml's keys), the logs and everything staff and
+officials received looks for any of them. Nothing may be found.
+
+Searched, for every tipster's id (= their private chat id), first and last name,
+username and phone number:
+- the raw bytes of the SQLite file and its -wal/-shm/-journal, while the bot runs and
+  after it stops (ids also as the big-endian integers SQLite stores);
+- every table, dumped; every `*_enc` column decrypted with the data key; every Fernet
+  token found anywhere in the raw files (old page images included) decrypted with it;
+- the logs (echo on: every statement), and every message, caption, button, edit and
+  callback answer sent to staff and officials.
+Also: the times a tipster's actions stamp are whole minutes, and everything about a tip
+that staff receive is protected from forwarding and saving.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, inspect, text
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import Engine, MetaData, Table, inspect, select
+from sqlalchemy.engine import make_url
 
-from tests.e2e.conftest import Harness
+from tests.conftest import TEST_DATA_KEY
+from tests.e2e.citizen_paths import GROUP, LEAD, STAFF_CHATS, flatten, other_paths, said, setup_staff
+from tests.e2e.conftest import Harness, e2e_config
+from tests.fakebot import FakeBotAPI
 
 TIPSTERS = 210
-LEAD = 7_300_001
-GROUP = -1_001_300_000_001
+FULL_PATHS_EVERY = 42  # every 42nd tipster also takes every other path (5 of them)
+# The update journal, until it is sealed under keys of its own that are destroyed once
+# processed: searching it finds every tipster (its payloads are under the data key).
+JOURNAL = ("update_journal.payload_enc",)
+JOURNAL_SEARCHED = False
+FERNET_TOKEN = re.compile(rb"gAAAAA[A-Za-z0-9_\-]{40,}={0,2}")
+
+
+# What a message about a tip carries: its card, the tipster's words, an addition, an answer.
+ABOUT_A_TIP = ("📥 举报 #", "窗口人员上班时间玩手机", "举报人回答了问题", "举报人补充", "大约上午九点四十")
 
 
 def identity(i: int) -> dict[str, Any]:
@@ -26,6 +56,105 @@ def identity(i: int) -> dict[str, Any]:
         "username": f"tipster_zq_{i:03d}",
         "phone": f"+86139{i:08d}"[:14],
     }
+
+
+def needles(p: dict[str, Any]) -> dict[str, list[bytes]]:
+    """What betrays tipster `p`, as bytes: the text forms, and the id as SQLite and
+    PostgreSQL store integers (big-endian, 6 or 8 bytes)."""
+    ident = int(p["id"])
+    return {
+        "id": [str(ident).encode(), ident.to_bytes(6, "big"), ident.to_bytes(8, "big"),
+               ident.to_bytes(8, "little")],
+        "first_name": [p["first_name"].encode()],
+        "last_name": [p["last_name"].encode()],
+        "username": [p["username"].encode()],
+        "phone": [p["phone"].encode(), p["phone"][1:].encode()],
+    }
+
+
+def dump_database(engine: Engine) -> str:
+    """Every row of every table (reflected: a table the models do not know is searched too)."""
+    lines: list[str] = []
+    with engine.connect() as conn:
+        meta = MetaData()
+        for name in inspect(conn).get_table_names():
+            table = Table(name, meta, autoload_with=conn)
+            for row in conn.execute(select(table)):
+                lines.append(f"{name}: " + " | ".join(f"{k}={v!r}" for k, v in row._mapping.items()))
+    return "\n".join(lines)
+
+
+def decrypt_columns(engine: Engine, fernet: Fernet) -> tuple[dict[str, str], int]:
+    """Every `*_enc` value that the data key opens, decrypted, by column (the contact
+    key's column holds opted-in chats by design and is left out: see the README)."""
+    out: dict[str, list[str]] = {}
+    opened = 0
+    with engine.connect() as conn:
+        meta = MetaData()
+        for name in inspect(conn).get_table_names():
+            table = Table(name, meta, autoload_with=conn)
+            for column in table.columns:
+                if not column.name.endswith("_enc") or (name, column.name) == ("notify_contacts", "chat_enc"):
+                    continue
+                for (value,) in conn.execute(select(column).where(column.is_not(None))):
+                    if f"{name}.{column.name}" in JOURNAL and not value.startswith("gAAAAA"):
+                        continue  # sealed under the journal's own keys: searched with those
+                    out.setdefault(f"{name}.{column.name}", []).append(fernet.decrypt(value.encode()).decode())
+                    opened += 1
+    return {k: "\n".join(v) for k, v in out.items()}, opened
+
+
+def is_update(plain: str) -> bool:
+    """A journalled Telegram update (as opposed to tip content, a card, ...)."""
+    try:
+        data = json.loads(plain)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and "update_id" in data
+
+
+def decrypt_tokens(raw: bytes, fernet: Fernet | MultiFernet) -> tuple[str, str, int]:
+    """Every Fernet token in raw bytes (live rows and old page images alike) that the
+    data key opens: (journalled updates, everything else, how many opened)."""
+    updates, other, opened = [], [], 0
+    for token in set(FERNET_TOKEN.findall(raw)):
+        try:
+            plain = fernet.decrypt(token).decode("utf-8", "replace")
+        except InvalidToken:
+            continue  # cut off by a page boundary, or another key's
+        opened += 1
+        (updates if is_update(plain) else other).append(plain)
+    return "\n".join(updates), "\n".join(other), opened
+
+
+def journal_fernet(config: Any) -> MultiFernet | None:
+    """Every journal key still on disk (the update journal's own rotating keys)."""
+    key_dir = getattr(getattr(config, "journal", None), "key_dir", None)
+    if not key_dir:
+        return None
+    keys = [Fernet(p.read_bytes().strip()) for p in sorted(Path(key_dir).glob("*.key"))]
+    return MultiFernet(keys) if keys else None
+
+
+def sqlite_files(url: str) -> list[Path]:
+    database = Path(make_url(url).database or "")
+    return [p for p in (database, *(database.with_name(database.name + s) for s in ("-wal", "-shm", "-journal")))
+            if p.exists()]
+
+
+def raw_bytes(files: list[Path]) -> bytes:
+    return b"\n".join(p.read_bytes() for p in files)
+
+
+@pytest.fixture
+async def echo_harness(database_url: str, server: FakeBotAPI) -> AsyncIterator[Harness]:
+    h = Harness(server, e2e_config(database_url, server, database={"echo": True}))
+    await h.start()
+    try:
+        yield h
+    finally:
+        await h.stop()
+        assert not server.calls_for("forwardMessage"), "tipline must never forward a message"
 
 
 async def _tips_by_code(h: Harness, codes: list[str]) -> dict[int, int]:
@@ -41,49 +170,40 @@ async def _tips_by_code(h: Harness, codes: list[str]) -> dict[int, int]:
     return out
 
 
-def dump_database(engine: Engine) -> str:
-    out: list[str] = []
-    with engine.connect() as conn:
-        for table in inspect(conn).get_table_names():
-            for row in conn.execute(text(f'SELECT * FROM "{table}"')):
-                out.append(f"{table}: " + " | ".join(repr(v) for v in row))
-    return "\n".join(out)
-
-
-async def test_no_tipster_identifier_reaches_db_logs_or_staff(harness: Harness, caplog: pytest.LogCaptureFixture
-                                                                ) -> None:
-    caplog.set_level(logging.DEBUG)
-    h = harness
+async def test_forensics_find_no_tipster(echo_harness: Harness, database_url: str,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)  # echo's level: every statement
+    h = echo_harness
     srv = h.server
-    lead = srv.user(LEAD, "Lead")
-    h.add_staff(lead, "lead", 1)
-    group = srv.group(GROUP, "第一督查组")
-    srv.push_message(lead, f"/join {h.invite(group=True, team=1)}", chat=group)
-    await h.expect(GROUP, "已绑定")
-
+    staff = await setup_staff(h)
+    lead = staff["lead"]
     people = [identity(i) for i in range(TIPSTERS)]
     users = [srv.user(p["id"], p["first_name"], username=p["username"], last_name=p["last_name"])
              for p in people]
 
     async def one(i: int, user: dict[str, Any]) -> str:
-        if i % 10 == 0:  # some share their contact card or location by mistake: refused, not kept
+        if i % 10 == 0:  # some share their contact card by mistake: refused, not kept
             srv.push_message(user, contact={"phone_number": people[i]["phone"], "first_name": user["first_name"],
-                                            "user_id": user["id"]})
+                                            "last_name": user["last_name"], "user_id": user["id"]})
             await h.expect(user["id"], "不支持", after=0)
         code = await h.report(user, evidence=1 if i % 7 == 0 else 0, notify=i % 4 == 0,
                               text=f"第{i}号举报：窗口人员上班时间玩手机，群众等了半小时。")
-        if i % 5 == 0:  # some come back: the timeline and an addition
-            await h.say(user, code, expect="举报 #")
+        if i % 4 == 1:
+            await said(h, user, "/help")
+        if i % 6 == 2:
+            await said(h, user, f"{i:04d} 0000 1111 2222")  # a wrong code
+        if i % 5 == 0:
+            await h.say(user, code, expect="举报 #")  # the right one: the timeline
         return code
 
-    # Tipsters act concurrently, as they would.
     codes = []
-    for start in range(0, TIPSTERS, 30):
-        batch = list(enumerate(users))[start : start + 30]
+    for start in range(0, TIPSTERS, 15):  # tipsters act concurrently, as they would
+        batch = list(enumerate(users))[start : start + 15]
         codes += await asyncio.gather(*(one(i, u) for i, u in batch))
     assert len(set(codes)) == TIPSTERS
     await srv.wait_for(lambda: len([r for r in srv.sent_to(GROUP) if "举报 #" in (r.get("plain_text") or "")])
                        >= TIPSTERS, timeout=60)
+
     # The lead acknowledges three tips and asks their tipsters a question; they answer.
     cards = {n: next(r for r in srv.sent_to(GROUP) if (r.get("plain_text") or "").startswith(f"📥 举报 #{n}\n"))
              for n in (1, 2, 5)}
@@ -102,26 +222,121 @@ async def test_no_tipster_identifier_reaches_db_logs_or_staff(harness: Harness, 
         await h.say(user, "大约上午九点四十。", expect="文字 1 条")
         await h.press(user, await h.expect_button(user["id"], "发送给督查组"), "发送给督查组", expect="已送达")
         await h.expect(GROUP, f"举报 #{n}：举报人回答了问题")
+    # Every 7th tipster takes every other path too; one of them meets a failing handler.
+    full = [i for i in range(TIPSTERS) if i % FULL_PATHS_EVERY == 0]
+    await other_paths(h, users[full[0]], codes[full[0]], fail_once=True)
+    for start in range(1, len(full), 10):
+        await asyncio.gather(*(other_paths(h, users[i], codes[i]) for i in full[start : start + 10]))
     await srv.wait_for(lambda: sum("有新进展" in (r.get("plain_text") or "") for r in srv.sent) >= 1)
+    for i, user in enumerate(users):  # everyone else blocks the bot as well
+        if i % FULL_PATHS_EVERY:
+            srv.push_raw({"my_chat_member": {
+                "chat": {"id": user["id"], "type": "private", "first_name": user["first_name"]},
+                "from": user, "date": 1_790_000_000,
+                "old_chat_member": {"status": "member", "user": srv.bot_user},
+                "new_chat_member": {"status": "kicked", "user": srv.bot_user, "until_date": 0}}})
+    await h.say(lead, "/help", expect="")  # after the blocks: all processed
 
     assert h.runtime is not None
-    database = dump_database(h.runtime.engine)
-    logs = caplog.text
-    staff_chats = {LEAD, GROUP}
-    to_staff = json.dumps([r for r in srv.sent if r["chat_id"] in staff_chats], ensure_ascii=False, default=str)
-    to_staff += json.dumps([e for e in srv.edits if e.get("chat_id") in staff_chats], ensure_ascii=False,
+    engine = h.runtime.engine
+    sqlite = engine.dialect.name == "sqlite"
+    fernet = Fernet(TEST_DATA_KEY)
+    running_raw = raw_bytes(sqlite_files(database_url)) if sqlite else b""
+    database = dump_database(engine)
+    decrypted, opened = decrypt_columns(engine, fernet)
+    minute_checks = _minute_stamped(engine)
+    journal_keys = journal_fernet(h.config)  # read while running: the keys a copy would take along
+    await h.stop()  # and after it stops
+    stopped_raw = raw_bytes(sqlite_files(database_url)) if sqlite else b""
+    raw_updates, raw_text, raw_opened = decrypt_tokens(running_raw + stopped_raw, fernet)
+    journal_text = ""
+    if journal_keys is not None:
+        opened_by_journal_keys = decrypt_tokens(running_raw + stopped_raw + database.encode(), journal_keys)
+        journal_text = opened_by_journal_keys[0] + "\n" + opened_by_journal_keys[1]
+
+    to_staff_records = [r for r in srv.sent if r["chat_id"] in STAFF_CHATS]
+    to_staff = json.dumps(to_staff_records, ensure_ascii=False, default=str)
+    to_staff += json.dumps([e for e in srv.edits if e.get("chat_id") in STAFF_CHATS], ensure_ascii=False,
                            default=str)
     to_staff += json.dumps(srv.callback_answers, ensure_ascii=False, default=str)
-    assert "举报 #" in to_staff and "tips" in database  # the haystacks are real
+    logs = caplog.text
+    # The haystacks are real.
+    assert "举报 #" in to_staff and "tips:" in database and opened > TIPSTERS and "SELECT" in logs
+    assert "窗口人员上班时间玩手机" in decrypted["tips.text_enc"]
+    if sqlite:
+        assert running_raw and stopped_raw and raw_opened > TIPSTERS
 
+    haystacks: dict[str, bytes] = {
+        "database dump": database.encode(),
+        **{f"decrypted {column}": text.encode() for column, text in decrypted.items() if column not in JOURNAL},
+        "logs": logs.encode(),
+        "staff messages": to_staff.encode(),
+        "staff messages (escaped)": to_staff.encode("unicode_escape"),
+        "raw database files": running_raw + stopped_raw,
+        "tokens in raw files, decrypted": raw_text.encode(),
+    }
+    if JOURNAL_SEARCHED:
+        haystacks["journal payloads decrypted with the data key"] = (raw_updates + "\n".join(
+            decrypted.get(c, "") for c in JOURNAL)).encode()
+        haystacks["journal payloads decrypted with the journal keys on disk"] = journal_text.encode()
     leaks = []
     for p in people:
-        for key in ("id", "first_name", "last_name", "username", "phone"):
-            needle = str(p[key])
-            for name, haystack in (("database", database), ("logs", logs), ("staff messages", to_staff)):
-                if needle in haystack:
-                    leaks.append(f"{key} {needle} in {name}")
+        for key, forms in needles(p).items():
+            for form in forms:
+                text_form = len(form) > 8 or key != "id"
+                for name, haystack in haystacks.items():
+                    if not text_form and name not in ("raw database files",):
+                        continue  # binary forms of the id only in the raw files
+                    if form in haystack:
+                        leaks.append(f"{key} {form!r} in {name}")
     assert not leaks, leaks[:10]
-    # and no code in clear either
-    for code in codes:
-        assert code.replace(" ", "") not in database and code not in database
+    for code in codes:  # and no receipt code in clear either
+        digits = code.replace(" ", "")
+        assert digits not in database and code not in database and digits.encode() not in running_raw
+
+    # Times a tipster's action stamps: whole minutes.
+    assert minute_checks["rows"] > TIPSTERS
+    assert not minute_checks["exact"], minute_checks["exact"][:5]
+    # Everything about a tip that staff received is protected (no forwarding, no saving).
+    about_tips = [r for r in to_staff_records if r["chat_id"] in (GROUP, LEAD) and (
+        r["method"] != "sendMessage" or any(mark in (r.get("plain_text") or "") for mark in ABOUT_A_TIP))]
+    assert len(about_tips) > TIPSTERS
+    unprotected = [(r["method"], (r.get("plain_text") or "")[:60]) for r in about_tips if not r["protect_content"]]
+    assert not unprotected, unprotected[:5]
+
+
+def _minute_stamped(engine: Engine) -> dict[str, Any]:
+    """Every time a tipster's action stamped (tips received, evidence, additions, answers,
+    opt-ins, their events and the messages they queued) and whether it is a whole minute."""
+    from storage.models import Evidence, NotifyContact, OutboxMessage, Question, Tip, TipAddition, TipEvent
+
+    checks = [
+        (Tip.created_at, None), (Tip.routed_at, None), (Evidence.added_at, None), (TipAddition.added_at, None),
+        (Question.answered_at, None), (NotifyContact.created_at, None),
+        (TipEvent.at, TipEvent.kind.in_(("received", "routed", "info_added", "answered"))),
+        (OutboxMessage.created_at, OutboxMessage.purpose.in_(("card", "card_text", "evidence", "addition"))),
+    ]
+    exact, rows = [], 0
+    with engine.connect() as conn:
+        for column, where in checks:
+            query = select(column).where(column.is_not(None))
+            if where is not None:
+                query = query.where(where)
+            for (value,) in conn.execute(query):
+                rows += 1
+                if value.second or value.microsecond:
+                    exact.append(f"{column}: {value}")
+    return {"rows": rows, "exact": exact}
+
+
+def test_needles_are_found_where_they_are() -> None:
+    """The search is real: a planted identity is found in each kind of haystack."""
+    p = identity(3)
+    planted = b"row " + int(p["id"]).to_bytes(6, "big") + b" " + p["username"].encode()
+    assert any(form in planted for form in needles(p)["id"])
+    assert any(form in planted for form in needles(p)["username"])
+    fernet = Fernet(TEST_DATA_KEY)
+    raw = b"\x00\x01" + fernet.encrypt(p["first_name"].encode()) + b"\x00"
+    updates, text, opened = decrypt_tokens(raw, fernet)
+    assert opened == 1 and p["first_name"] in text and not updates
+    assert list(flatten({"a": [1, (2, "x")]})) == [1, 2, "x"]

@@ -16,6 +16,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from bot.app import build_deps
+from pydantic import SecretStr
+
 from bot.config import Config
 from bot.services import schedule
 from storage.db import upgrade
@@ -37,6 +39,8 @@ def _json_ready(value: Any) -> Any:
         return [_json_ready(v) for v in value]
     if isinstance(value, date):
         return value.isoformat()
+    if isinstance(value, SecretStr):  # the child needs the secrets themselves
+        return value.get_secret_value()
     return value
 
 

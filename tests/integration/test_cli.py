@@ -119,3 +119,44 @@ def test_official_and_office_group_invites_then_broadcast_status_and_summary(
     assert main(["--config", str(config_file), "summary", "--date", "2026-11-20", "--en"]) == 0
     out = capsys.readouterr().out
     assert "Daily summary 2026-11-20" in out and "<b>" not in out
+
+
+def test_teams_counts_group_members_and_warns_of_strangers(config_file: Path, capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    from bot.app import build_deps
+    from bot.config import load_config
+    from bot.services.staff import bind_group, create_invite, join
+    from tests.fakebot import FakeBotAPI
+
+    server = FakeBotAPI("123456:TEST-TOKEN", global_per_second=None, per_chat_per_second=None, group_per_minute=None)
+    server.start_in_thread()
+    try:
+        counts = {-100_111: 5, -100_222: 2}
+        server.register_method("getChatMemberCount", lambda params, files: counts[int(params["chat_id"])])
+        server.register_method("getChatMember", lambda params, files: {
+            "status": "left" if int(params["user_id"]) == 303 else "member",
+            "user": {"id": int(params["user_id"]), "is_bot": False, "first_name": "x"}})
+        text = config_file.read_text(encoding="utf-8").replace('token = ""', 'token = "123456:TEST-TOKEN"', 1)
+        text = text.replace('base_url = "https://api.telegram.org/bot"', f'base_url = "{server.base_url}"', 1)
+        config_file.write_text(text, encoding="utf-8")
+        assert main(["--config", str(config_file), "migrate"]) == 0
+        deps, engine = build_deps(load_config(config_file, env={}))
+        with deps.sessions.begin() as session:
+            now = deps.clock.now()
+            for uid, role, team in ((301, "lead", 1), (302, "member", 1), (303, "member", 1), (401, "lead", 2)):
+                code = create_invite(session, deps.keyring, now, kind="person", role=role, team_number=team)
+                join(session, deps, code, uid, f"Staff {uid}", "en", now)
+            for chat, team in ((-100_111, 1), (-100_222, 2)):
+                code = create_invite(session, deps.keyring, now, kind="group", role=None, team_number=team)
+                bind_group(session, deps, code, chat, f"Team {team} group", now)
+        engine.dispose()
+        assert main(["--config", str(config_file), "teams", "--en"]) == 0
+        out = capsys.readouterr().out
+    finally:
+        server.stop_thread()
+    team1 = out.split("Inspection Team 1")[1].split("Inspection Team 2")[0]
+    team2 = out.split("Inspection Team 2")[1].split("Inspection Team 3")[0]
+    # 5 members: the bot, 2 of the 3 registered staff (303 is not in the group), 2 others.
+    assert "5 members: the bot, 2 registered staff, 2 others" in team1 and "WARNING: 2 member(s)" in team1
+    assert 'delivery = "leads"' in team1
+    assert "2 members: the bot, 1 registered staff, 0 others" in team2 and "WARNING" not in team2

@@ -75,8 +75,8 @@ def test_environment_overrides_secrets() -> None:
     env = {"TIPLINE_BOT_TOKEN": "1:abc", "TIPLINE_PEPPER": "p" * 40, "TIPLINE_DATA_KEY": "k",
            "TIPLINE_DATABASE_URL": "sqlite:///x.db"}
     config = parse_config(example_data(), env=env)
-    assert config.telegram.token == "1:abc"
-    assert config.security.pepper == "p" * 40
+    assert config.telegram.token.get_secret_value() == "1:abc"
+    assert config.security.pepper.get_secret_value() == "p" * 40
     assert config.database.url == "sqlite:///x.db"
 
 
@@ -163,9 +163,9 @@ def test_every_table_key_can_come_from_the_environment() -> None:
     assert config.working_hours.enabled is True  # a table whose name has an underscore
     assert config.deadlines.ack_reminder_minutes_before == [30, 10]
     assert config.health.port == 9999
-    assert config.telegram.token == "1:general-rule"
+    assert config.telegram.token.get_secret_value() == "1:general-rule"
     # The short names of the secrets win over the general rule.
-    assert parse_config(example_data(), env={**env, "TIPLINE_BOT_TOKEN": "2:short"}).telegram.token == "2:short"
+    assert parse_config(example_data(), env={**env, "TIPLINE_BOT_TOKEN": "2:short"}).telegram.token.get_secret_value() == "2:short"
 
 
 def test_environment_errors_name_the_variable() -> None:
