@@ -1,7 +1,7 @@
 """update journal: sealed under rotating keys, leased claims, retries on a timer
 
 Revision ID: 0004
-Revises: 0008
+Revises: 0007
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from alembic import op
 import storage.models
 
 revision: str = "0004"
-down_revision: str | None = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
