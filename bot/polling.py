@@ -47,11 +47,11 @@ from bot import liveness, metrics
 from bot.deps import Deps, make_ephemeral_keys
 from bot.minimal import chat_of, minimal_update
 from bot.ratelimit import retry_after_seconds
-from bot.sealing import EphemeralKeys, SealError
+from bot.sealing import EphemeralKeys, SealError, key_id_of
 from bot.security import DecryptionError
 from bot.supervise import Backoff, LoopGaveUp, ThrottledLog, supervise
 from storage.db import checkpoint_truncate, db_now
-from storage.models import KeyValue, UpdateJournal
+from storage.models import KeyValue, PendingReceipt, UpdateJournal
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +303,10 @@ class DurablePoller:
             needed = set(session.scalars(select(UpdateJournal.key_id).distinct()
                                          .where(UpdateJournal.payload_enc.is_not(None),
                                                 UpdateJournal.key_id.is_not(None))))
+            # A receipt waiting for delivery is sealed under the same keys (bot/services/receipts.py).
+            for token in session.scalars(select(PendingReceipt.sealed)):
+                with contextlib.suppress(SealError):
+                    needed.add(key_id_of(token))
         return self.keys.destroy_unneeded(self.deps.clock.now(), needed)
 
     def maintain(self) -> tuple[int, list[str]]:

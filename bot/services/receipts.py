@@ -3,8 +3,7 @@
 The code is the tipster's only link to the tip, and it is shown once. So that a failed
 send (Telegram down, a crash between the commit and the message) does not lose it, the
 submitting transaction also writes a `pending_receipts` row: the code and the chat id,
-sealed together (with `security.contact_key`, like the opted-in news; without one, with
-the data key), kept for nothing but this delivery. The row is deleted as soon as the
+sealed together under the rotating keys of the update journal (bot/sealing.py), kept for nothing but this delivery. The row is deleted as soon as the
 message is sent. A job re-sends rows whose send failed; after `intake.receipt_delivery_hours`
 (or at once if Telegram says the chat cannot be reached) the row is deleted, the tip is
 marked `receipt_undelivered`, the audit trail says so and the office is told.
@@ -25,6 +24,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.deps import Deps
+from bot.sealing import SealError
 from bot.services import audit, outbox
 from bot.services.office import office_targets
 from storage.models import PendingReceipt, Tip
@@ -59,18 +59,26 @@ def _fernet(deps: Deps) -> Fernet | None:
     return Fernet(key.strip().encode()) if key else None
 
 
-def seal(deps: Deps, receipt: Receipt) -> str:
+def seal(deps: Deps, receipt: Receipt, now: datetime) -> str:
+    """Seal under the rotating keys (bot/sealing.py) when the process has them: once the row
+    is gone and its key destroyed, no copy of the database (WAL, dead tuples, backups) opens
+    it. The journal keeps that key alive while a pending receipt still names it."""
     data = json.dumps(asdict(receipt), separators=(",", ":"))
+    if deps.ephemeral is not None:
+        return deps.ephemeral.seal(data.encode(), now)
     box = _fernet(deps)
     return box.encrypt(data.encode()).decode("ascii") if box else deps.keyring.encrypt(data)
 
 
 def unseal(deps: Deps, sealed: str) -> Receipt | None:
-    box = _fernet(deps)
     try:
-        data = box.decrypt(sealed.encode("ascii")).decode() if box else deps.keyring.decrypt(sealed)
+        if deps.ephemeral is not None and "." in sealed:  # a rotating key's token names its key
+            data = deps.ephemeral.open(sealed).decode()
+        else:
+            box = _fernet(deps)
+            data = box.decrypt(sealed.encode("ascii")).decode() if box else deps.keyring.decrypt(sealed)
         return Receipt(**json.loads(data))
-    except (InvalidToken, ValueError, TypeError):
+    except (InvalidToken, ValueError, TypeError, SealError):
         return None
     except Exception:  # a DecryptionError of the keyring: a key that no longer opens it
         return None
@@ -79,7 +87,7 @@ def unseal(deps: Deps, sealed: str) -> Receipt | None:
 def keep(session: Session, deps: Deps, tip_id: int, receipt: Receipt, now: datetime) -> None:
     """In the transaction that stores the tip: the receipt, claimed by the caller who is
     about to send it."""
-    session.add(PendingReceipt(tip_id=tip_id, sealed=seal(deps, receipt), created_at=now,
+    session.add(PendingReceipt(tip_id=tip_id, sealed=seal(deps, receipt, now), created_at=now,
                                next_attempt_at=now + FIRST_RETRY, attempts=0, claimed_until=now + CLAIM))
 
 
