@@ -121,15 +121,22 @@ async def test_forged_ack_button_is_refused_and_nothing_changes(harness: Harness
     h.add_staff(lead, "lead", 1)
     await h.report(srv.user(CITIZEN + 3, "X"))
     card = await h.expect(LEAD1, "举报 #1")
+    await h.report(srv.user(CITIZEN + 4, "Y"))
+    await h.expect(LEAD1, "举报 #2")  # both tips exist: the forgeries below aim at real ones
     n = len(srv.callback_answers)
     srv.push_callback(lead, card, "ack:1")  # right shape, no signature
     assert "无效" in (await h.alert_for(n))["text"]
-    n = len(srv.callback_answers)
     genuine = card["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
-    srv.push_callback(lead, card, genuine.replace("ack:1", "ack:2"))  # signature of another tip
-    assert "无效" in (await h.alert_for(n))["text"]
+    action, sep, signature = genuine.rpartition("~")
+    assert sep and action == "ack:1"
+    wrong = signature[:-1] + ("A" if signature[-1] != "A" else "B")
+    for forged in (f"ack:1~{wrong}",  # the existing tip, a wrong signature
+                   genuine.replace("ack:1", "ack:2")):  # tip 1's signature on the existing tip 2
+        n = len(srv.callback_answers)
+        srv.push_callback(lead, card, forged)
+        assert "无效" in (await h.alert_for(n))["text"], forged
     with h.deps.sessions.begin() as session:
-        assert session.scalar(select(Tip.state)) == "routed"
+        assert list(session.scalars(select(Tip.state).order_by(Tip.id))) == ["routed", "routed"]
 
 
 async def test_help_shows_staff_their_own_page(harness: Harness) -> None:
