@@ -10,7 +10,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN groupadd --system --gid 10001 tipline \
     && useradd --system --uid 10001 --gid tipline --home-dir /var/lib/tipline --create-home \
-       --shell /usr/sbin/nologin tipline
+       --shell /usr/sbin/nologin tipline \
+    && install -d -o tipline -g tipline -m 0700 /var/lib/tipline-keys \
+    && chmod 0700 /var/lib/tipline
 
 WORKDIR /opt/tipline
 COPY pyproject.toml README.md config.example.toml ./
@@ -23,7 +25,10 @@ RUN pip install --editable . && tipline --help > /dev/null
 
 USER tipline
 WORKDIR /var/lib/tipline
-ENV TIPLINE_CONFIG=/etc/tipline/config.toml
-VOLUME ["/var/lib/tipline"]
+# The data (SQLite, if used) in /var/lib/tipline; the update journal's rotating keys in a
+# volume of their own, so that a copy or backup of the data volume does not carry them.
+ENV TIPLINE_CONFIG=/etc/tipline/config.toml \
+    TIPLINE_JOURNAL_KEY_DIR=/var/lib/tipline-keys
+VOLUME ["/var/lib/tipline", "/var/lib/tipline-keys"]
 ENTRYPOINT ["tipline"]
 CMD ["run"]

@@ -8,7 +8,10 @@ Cleaning rebuilds a file rather than deleting fields from it:
   times), XMP, IPTC, ICC profiles, comments and text chunks do not survive;
 - PDF (pikepdf): the Info dictionary (author, creator, producer, dates), every XMP
   /Metadata stream, /PieceInfo, embedded files and the author and dates of annotations
-  removed, the file written anew (no earlier revisions) with an /ID made from its content;
+  removed; every JPEG inside (a DCTDecode stream: a scan, a photo pasted into a report)
+  loses its EXIF (GPS, camera serial), XMP, IPTC, ICC and comment segments, its
+  compressed pixels kept byte for byte; the file written anew (no earlier revisions)
+  with an /ID made from its content;
 - OOXML (docx, xlsx, pptx) and ODF (odt, ods, odp): the zip written anew with neutral
   member dates and no comment or extra fields; docProps core/app/custom (OOXML) and
   meta.xml (ODF) replaced by empty ones, the thumbnail dropped (OOXML) or re-encoded (ODF),
@@ -253,9 +256,9 @@ def clean_image(data: bytes, keep_format: str | None = None) -> Cleaned:
 JPEG_ALLOWED = {0xC0, 0xC1, 0xC2, 0xC4, 0xDB, 0xDD, 0xDA, 0xE0} | set(range(0xC5, 0xD0)) - {0xC8, 0xCC}
 
 
-def jpeg_leftovers(data: bytes) -> list[str]:
+def jpeg_leftovers(data: bytes, *, adobe: bool = False) -> list[str]:
     """APPn (EXIF, XMP, ICC, IPTC/Photoshop) and COM segments in a JPEG; only the JFIF APP0
-    that Pillow writes is allowed."""
+    that Pillow writes is allowed (and, with `adobe`, Adobe's APP14 colour coding)."""
     found: list[str] = []
     i = 2
     while i + 4 <= len(data):
@@ -272,6 +275,8 @@ def jpeg_leftovers(data: bytes) -> list[str]:
         body = data[i + 4 : i + 2 + length]
         if marker == 0xE0 and not body.startswith(b"JFIF\x00"):
             found.append("APP0 other than JFIF")
+        elif marker == 0xEE and adobe and body.startswith(b"Adobe"):
+            pass
         elif 0xE1 <= marker <= 0xEF:
             label = {0xE1: "EXIF/XMP", 0xE2: "ICC", 0xED: "IPTC"}.get(marker, f"APP{marker - 0xE0}")
             found.append(label)
@@ -343,9 +348,83 @@ def clean_pdf(data: bytes) -> Cleaned:
                         del annot[key]
                 keep.append(annot)
             page.obj["/Annots"] = keep
+        for obj in pdf.objects:
+            if isinstance(obj, pikepdf.Stream) and _dct_filters(obj) is not None:
+                _strip_pdf_jpeg(obj)
         buf = io.BytesIO()
         pdf.save(buf, deterministic_id=True, fix_metadata_version=False, encryption=False)
     return Cleaned(buf.getvalue(), "pdf", "application/pdf", photo=False)
+
+
+def _dct_filters(stream: pikepdf.Stream) -> list[pikepdf.Name] | None:
+    """The stream's filters if its last one is DCTDecode (its decoded bytes are a JPEG file)."""
+    filters = stream.get("/Filter")
+    names = list(filters) if isinstance(filters, pikepdf.Array) else [filters] if filters is not None else []
+    if names and names[-1] == pikepdf.Name.DCTDecode:
+        return names
+    return None
+
+
+def _pdf_jpeg(stream: pikepdf.Stream) -> bytes:
+    """The JPEG file a DCTDecode stream holds (any filters before DCTDecode undone)."""
+    filters = _dct_filters(stream) or []
+    if len(filters) == 1:
+        return stream.read_raw_bytes()
+    # qpdf decodes a chain only whole; the filters before DCTDecode are undone in a scratch
+    # stream that has only them.
+    parms = stream.get("/DecodeParms")
+    before_parms = None
+    if isinstance(parms, pikepdf.Array):  # (re-parsed: an object of one PDF cannot go into another)
+        before_parms = pikepdf.Object.parse(pikepdf.Array(list(parms)[:-1]).unparse())
+    with pikepdf.new() as scratch:
+        before = scratch.make_stream(b"")
+        before.write(stream.read_raw_bytes(), filter=pikepdf.Array([pikepdf.Name(str(f)) for f in filters[:-1]]),
+                     decode_parms=before_parms)
+        return before.read_bytes()
+
+
+def _strip_pdf_jpeg(stream: pikepdf.Stream) -> None:
+    jpeg = _pdf_jpeg(stream)
+    stripped = strip_jpeg_segments(jpeg)
+    if stripped == jpeg:
+        return
+    parms = stream.get("/DecodeParms")
+    if isinstance(parms, pikepdf.Array):
+        parms = parms[len(parms) - 1] if len(parms) else None
+    if not isinstance(parms, pikepdf.Dictionary):
+        parms = None
+    stream.write(stripped, filter=pikepdf.Name.DCTDecode, decode_parms=parms)
+
+
+def strip_jpeg_segments(data: bytes) -> bytes:
+    """A JPEG without its APPn and COM segments, the compressed image untouched. Kept: the
+    JFIF APP0 and Adobe's APP14 (it says how CMYK is coded: the colours depend on it)."""
+    if not data.startswith(b"\xff\xd8"):
+        raise Uncleanable(DAMAGED, "not a JPEG inside the PDF")
+    out = bytearray(data[:2])
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            raise Uncleanable(DAMAGED, "broken JPEG inside the PDF")
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            out += data[i : i + 2]
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        body = data[i + 4 : i + 2 + length]
+        if marker == 0xDA:  # start of scan: the rest is the image itself
+            out += data[i:]
+            return bytes(out)
+        metadata = (0xE1 <= marker <= 0xEF and not (marker == 0xEE and body.startswith(b"Adobe"))) or (
+            marker == 0xFE or (marker == 0xE0 and not body.startswith(b"JFIF\x00")))
+        if not metadata:
+            out += data[i : i + 2 + length]
+        i += 2 + length
+    raise Uncleanable(DAMAGED, "truncated JPEG inside the PDF")
 
 
 def pdf_leftovers(data: bytes) -> list[str]:
@@ -372,6 +451,9 @@ def pdf_leftovers(data: bytes) -> list[str]:
             for annot in page.obj.get("/Annots", pikepdf.Array()):
                 if isinstance(annot, pikepdf.Dictionary):
                     found += [f"annotation {k}" for k in ANNOT_DROP_KEYS if k in annot]
+        for obj in pdf.objects:
+            if isinstance(obj, pikepdf.Stream) and _dct_filters(obj) is not None:
+                found += [f"JPEG inside: {what}" for what in jpeg_leftovers(_pdf_jpeg(obj), adobe=True)]
     return sorted(set(found))
 
 

@@ -4,7 +4,8 @@ PTB's own Updater confirms an update (the next getUpdates offset) while its hand
 still be running, so a crash loses it. Here each batch is written to the journal in the
 same transaction that advances the stored offset, and only then is the next getUpdates
 sent. The journal keeps the least the handlers need (bot/minimal.py), sealed under a
-rotating key (bot/sealing.py) that is destroyed once no unprocessed entry needs it.
+rotating key (bot/sealing.py) that is destroyed once its period is over; an entry still
+unprocessed then is re-sealed under the current key first (bot/resealing.py).
 
 - Idempotent: an update Telegram delivers twice (same update_id), or that two pollers
   both journal, is inserted once (INSERT ... ON CONFLICT DO NOTHING) and handled once.
@@ -47,6 +48,7 @@ from bot import liveness, metrics
 from bot.deps import Deps, make_ephemeral_keys
 from bot.minimal import chat_of, minimal_update
 from bot.ratelimit import retry_after_seconds
+from bot.resealing import reseal_expired
 from bot.sealing import EphemeralKeys, SealError, key_id_of
 from bot.security import DecryptionError
 from bot.supervise import Backoff, LoopGaveUp, ThrottledLog, supervise
@@ -297,8 +299,14 @@ class DurablePoller:
                                                                  UpdateJournal.processed_at < cutoff))
             return result.rowcount or 0
 
+    def reseal(self) -> int:
+        """Move what is still needed off the keys whose period is over (bot/resealing.py)."""
+        with self.deps.sessions.begin() as session:
+            return reseal_expired(session, self.keys, self.deps.clock.now())
+
     def destroy_keys(self) -> list[str]:
-        """Destroy the journal keys no unprocessed entry needs (once their period is over)."""
+        """Destroy the journal keys no unprocessed entry needs (once their period is over).
+        Run after `reseal`, nothing needs an expired key any more."""
         with self.deps.sessions.begin() as session:
             needed = set(session.scalars(select(UpdateJournal.key_id).distinct()
                                          .where(UpdateJournal.payload_enc.is_not(None),
@@ -310,8 +318,10 @@ class DurablePoller:
         return self.keys.destroy_unneeded(self.deps.clock.now(), needed)
 
     def maintain(self) -> tuple[int, list[str]]:
-        """The journal's periodic job: prune, destroy keys, truncate SQLite's WAL."""
+        """The journal's periodic job: prune, re-seal what outlives its key, destroy keys,
+        truncate SQLite's WAL."""
         pruned = self.prune()
+        self.reseal()  # committed before any key it moved off is destroyed
         gone = self.destroy_keys()
         self._clear_dead_owner_files()
         engine = self.engine or self.deps.sessions.kw.get("bind")

@@ -14,6 +14,9 @@ every token sealed under it, wherever it lies, is then ciphertext nobody can ope
   (``hold(key_id, until)``, e.g. a draft that lives for an hour); ``destroy_unneeded(now,
   needed)`` destroys every key past its time that is not in ``needed`` (the key ids the
   caller's stored tokens still use).
+- A token still needed after its key's time (``expired(now)``) is re-sealed under the
+  current key (bot/resealing.py) before its old key is destroyed: a token that outlives
+  its period never keeps alive the key that also opens every other token of that period.
 
 Files: ``<key id>.key`` (the Fernet key, 0600, written once) and ``<key id>.until`` (an
 ISO time, rewritten by ``hold``), in a directory created 0700. Several processes may
@@ -170,14 +173,20 @@ class EphemeralKeys:
             if current is None or current < until:
                 self._write_until(key_id, until)
 
+    def expired(self, now: datetime) -> set[str]:
+        """The keys on disk whose time (and its grace) is over: destroyed unless needed."""
+        out: set[str] = set()
+        for key_id in self.key_ids():
+            until = self.in_use_until(key_id)
+            if until is None or until + GRACE <= now:
+                out.add(key_id)
+        return out
+
     def destroy_unneeded(self, now: datetime, needed: Iterable[str]) -> list[str]:
         """Destroy every key whose time is over and that no stored token needs; returns their ids."""
         keep = set(needed)
         gone: list[str] = []
-        for key_id in self.key_ids():
-            until = self.in_use_until(key_id)
-            if key_id in keep or (until is not None and until + GRACE > now):
-                continue
+        for key_id in sorted(self.expired(now) - keep):
             self.destroy(key_id)
             gone.append(key_id)
         return gone

@@ -387,8 +387,9 @@ class UpdateJournal(Base):
     """Each update fetched from Telegram, saved before it is confirmed.
 
     The payload (the least the handlers need; it still names the sender's chat) is sealed
-    under a rotating journal key (bot/sealing.py, `key_id`) and erased once processed; the
-    key is destroyed once no unprocessed row needs it. The bare update id stays a while so
+    under a rotating journal key (bot/sealing.py, `key_id`) and erased once processed; when
+    the key's period is over, a row still unprocessed is re-sealed under the current key
+    (bot/resealing.py) and the old key destroyed. The bare update id stays a while so
     that a re-delivered update is recognised. Times are kept to the minute. A process
     handles a row under a lease (`claimed_by`, `lease_until`, from the database's clock);
     a failed row waits for `next_attempt_at`.

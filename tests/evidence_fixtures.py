@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 
 import pikepdf
 from lxml import etree
@@ -81,6 +82,16 @@ def pdf_with_metadata() -> bytes:
     pdf.docinfo["/Title"] = COMPANY
     pdf.Root.Metadata = pdf.make_stream(XMP, Type=pikepdf.Name.Metadata, Subtype=pikepdf.Name.XML)
     page = pdf.pages[0]
+    # A photo pasted in, as it came from the phone (EXIF with GPS and the camera's serial),
+    # once as a plain DCTDecode stream and once compressed again with Flate on top.
+    photo = jpeg_with_exif()
+    plain = pdf.make_stream(photo, Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Image, Width=64, Height=48,
+                            ColorSpace=pikepdf.Name.DeviceRGB, BitsPerComponent=8, Filter=pikepdf.Name.DCTDecode)
+    wrapped = pdf.make_stream(zlib.compress(photo), Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Image,
+                              Width=64, Height=48, ColorSpace=pikepdf.Name.DeviceRGB, BitsPerComponent=8,
+                              Filter=pikepdf.Array([pikepdf.Name.FlateDecode, pikepdf.Name.DCTDecode]))
+    page.obj["/Resources"] = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im1=plain, Im2=wrapped))
+    page.obj["/Contents"] = pdf.make_stream(b"q 64 0 0 48 10 100 cm /Im1 Do Q q 64 0 0 48 100 100 cm /Im2 Do Q")
     page.obj["/Annots"] = pdf.make_indirect(pikepdf.Array([pikepdf.Dictionary(
         Type=pikepdf.Name.Annot, Subtype=pikepdf.Name.Text, Rect=[10, 10, 30, 30],
         Contents=pikepdf.String("note"), T=pikepdf.String(AUTHOR), M=pikepdf.String("D:20261120093000+08'00'"),
@@ -192,7 +203,20 @@ def pdf_metadata(data: bytes) -> dict[str, object]:
                 for key in ("/T", "/M"):
                     if key in annot:
                         found[f"annot {key}"] = str(annot[key])
+            for name, image in page_images(page).items():  # a JPEG inside: what Pillow sees in it
+                filters = image.get("/Filter")
+                chain = list(filters) if isinstance(filters, pikepdf.Array) else [filters]
+                if chain[-1] != pikepdf.Name.DCTDecode:
+                    continue
+                jpeg = image.read_raw_bytes()
+                if len(chain) == 2 and chain[0] == pikepdf.Name.FlateDecode:
+                    jpeg = zlib.decompress(jpeg)
+                found.update({f"image {name} {k}": v for k, v in image_metadata(jpeg).items()})
     return found
+
+
+def page_images(page: pikepdf.Page) -> dict[str, pikepdf.Stream]:
+    return page.get_images() if hasattr(page, "get_images") else page.images  # pikepdf 10 renamed it
 
 
 def office_metadata(data: bytes) -> dict[str, object]:

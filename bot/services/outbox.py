@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from bot.clock import to_minute
 from bot.security import Keyring
 from storage.models import OutboxMessage
 
@@ -299,7 +300,10 @@ def _finish(session: Session, row_id: int, attempts: int, chat_id: int | None, *
         if chat_id is None:
             return False
     lock_chats(session, [chat_id])
-    result = session.execute(_claimed(row_id, attempts).values(lease_until=None, ready_at=None, **values))
+    # Once done, a row keeps no time finer than the minute (its card may date a tipster's
+    # submission): the exact retry time goes back to the row's creation minute.
+    result = session.execute(_claimed(row_id, attempts).values(lease_until=None, ready_at=None,
+                                                               next_attempt_at=OutboxMessage.created_at, **values))
     if not result.rowcount:
         return False
     _mark_heads(session, [chat_id])
@@ -308,7 +312,7 @@ def _finish(session: Session, row_id: int, attempts: int, chat_id: int | None, *
 
 def mark_sent(session: Session, row_id: int, attempts: int, now: datetime, message_id: int | None, *,
               chat_id: int | None = None) -> bool:
-    return _finish(session, row_id, attempts, chat_id, status="sent", sent_at=now, message_id=message_id,
+    return _finish(session, row_id, attempts, chat_id, status="sent", sent_at=to_minute(now), message_id=message_id,
                    last_error=None)
 
 

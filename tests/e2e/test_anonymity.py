@@ -9,6 +9,11 @@ username and phone number:
   after it stops (ids also as the big-endian integers SQLite stores);
 - every table, dumped; every `*_enc` column decrypted with the data key; every Fernet
   token found anywhere in the raw files (old page images included) decrypted with it;
+- a later copy (the journal key's period over, the journal's upkeep run), while the bot
+  runs and after it stops: the database files and the journal key directory. Every token
+  in them, in the earlier copy, and every sealed value ever written to the database (what
+  PostgreSQL's dead tuples, WAL segments and archives keep) is tried with every key in
+  the copied key directory;
 - the logs (echo on: every statement), and every message, caption, button, edit and
   callback answer sent to staff and officials.
 Also: the times a tipster's actions stamp are whole minutes, and everything about a tip
@@ -21,13 +26,15 @@ import asyncio
 import json
 import logging
 import re
+import shutil
+from datetime import timedelta
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from sqlalchemy import Engine, MetaData, Table, inspect, select
+from sqlalchemy import Engine, MetaData, Table, and_, event, inspect, select
 from sqlalchemy.engine import make_url
 
 from tests.conftest import TEST_DATA_KEY
@@ -37,10 +44,10 @@ from tests.fakebot import FakeBotAPI
 
 TIPSTERS = 210
 FULL_PATHS_EVERY = 42  # every 42nd tipster also takes every other path (5 of them)
-# The update journal, until it is sealed under keys of its own that are destroyed once
-# processed: searching it finds every tipster (its payloads are under the data key).
+# Sealed under the journal's rotating keys (bot/sealing.py), searched with the keys a later
+# copy of the key directory holds.
 JOURNAL = ("update_journal.payload_enc",)
-JOURNAL_SEARCHED = False
+JOURNAL_SEARCHED = True
 FERNET_TOKEN = re.compile(rb"gAAAAA[A-Za-z0-9_\-]{40,}={0,2}")
 
 
@@ -113,27 +120,71 @@ def is_update(plain: str) -> bool:
     return isinstance(data, dict) and "update_id" in data
 
 
+def fernet_lengths(longest: int) -> list[int]:
+    """The lengths a Fernet token can have (57 + 16n bytes, in base64), longest first."""
+    out, n = [], 0
+    while (length := -(-(57 + 16 * n) // 3) * 4) <= longest:
+        out.append(length)
+        n += 1
+    return out[::-1]
+
+
 def decrypt_tokens(raw: bytes, fernet: Fernet | MultiFernet) -> tuple[str, str, int]:
-    """Every Fernet token in raw bytes (live rows and old page images alike) that the
-    data key opens: (journalled updates, everything else, how many opened)."""
+    """Every Fernet token in raw bytes (live rows and old page images alike) that the key
+    opens: (journalled updates, everything else, how many opened). A token may run straight
+    into the next column's bytes, so each is also tried at every shorter length a token has."""
     updates, other, opened = [], [], 0
-    for token in set(FERNET_TOKEN.findall(raw)):
-        try:
-            plain = fernet.decrypt(token).decode("utf-8", "replace")
-        except InvalidToken:
-            continue  # cut off by a page boundary, or another key's
-        opened += 1
-        (updates if is_update(plain) else other).append(plain)
+    for match in set(FERNET_TOKEN.findall(raw)):
+        for token in (match, *(match[:n] for n in fernet_lengths(len(match) - 1))):
+            try:
+                plain = fernet.decrypt(token).decode("utf-8", "replace")
+            except (InvalidToken, ValueError):
+                continue  # cut off by a page boundary, or another key's
+            opened += 1
+            (updates if is_update(plain) else other).append(plain)
+            break
     return "\n".join(updates), "\n".join(other), opened
 
 
-def journal_fernet(config: Any) -> MultiFernet | None:
-    """Every journal key still on disk (the update journal's own rotating keys)."""
-    key_dir = getattr(getattr(config, "journal", None), "key_dir", None)
-    if not key_dir:
-        return None
-    keys = [Fernet(p.read_bytes().strip()) for p in sorted(Path(key_dir).glob("*.key"))]
+def journal_fernet(key_dir: Path) -> MultiFernet | None:
+    """Every journal key in a (copied) key directory."""
+    keys = [Fernet(p.read_bytes().strip()) for p in sorted(key_dir.glob("*.key"))]
     return MultiFernet(keys) if keys else None
+
+
+def journal_state(engine: Engine) -> tuple[int, list[int]]:
+    """(entries not yet handled, ids of those waiting for a retry)."""
+    from storage.models import UpdateJournal
+
+    with engine.connect() as conn:
+        rows = conn.execute(select(UpdateJournal.update_id, UpdateJournal.next_attempt_at)
+                            .where(UpdateJournal.processed_at.is_(None))).all()
+    return len(rows), [r.update_id for r in rows if r.next_attempt_at is not None]
+
+
+def copy_data(database_url: str, key_dir: Path, into: Path) -> tuple[bytes, Path]:
+    """What someone copying the data directory takes: the database files (SQLite) and the
+    journal key directory. Returns the database files' bytes and the copied key directory."""
+    into.mkdir(parents=True)
+    files = sqlite_files(database_url) if database_url.startswith("sqlite") else []
+    for path in files:
+        shutil.copyfile(path, into / path.name)
+    keys = into / "keys"
+    shutil.copytree(key_dir, keys) if key_dir.is_dir() else keys.mkdir()
+    return raw_bytes([into / p.name for p in files]), keys
+
+
+def record_sealed_writes(engine: Engine) -> list[str]:
+    """Every string value written by any statement: what WAL segments, archives, dead
+    tuples and backups may keep long after the row changed."""
+    written: list[str] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE")):
+            written.extend(v for v in flatten(parameters) if isinstance(v, str) and "gAAAAA" in v)
+
+    event.listen(engine, "before_cursor_execute", capture)
+    return written
 
 
 def sqlite_files(url: str) -> list[Path]:
@@ -148,7 +199,9 @@ def raw_bytes(files: list[Path]) -> bytes:
 
 @pytest.fixture
 async def echo_harness(database_url: str, server: FakeBotAPI) -> AsyncIterator[Harness]:
-    h = Harness(server, e2e_config(database_url, server, database={"echo": True}))
+    # The failing handler's update waits an hour for its retry: it outlives its key's period.
+    h = Harness(server, e2e_config(database_url, server, database={"echo": True},
+                                   journal={"retry_seconds": 3600.0, "lease_seconds": 3.0}))
     await h.start()
     try:
         yield h
@@ -170,10 +223,12 @@ async def _tips_by_code(h: Harness, codes: list[str]) -> dict[int, int]:
     return out
 
 
-async def test_forensics_find_no_tipster(echo_harness: Harness, database_url: str,
+async def test_forensics_find_no_tipster(echo_harness: Harness, database_url: str, tmp_path: Path,
                                          caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)  # echo's level: every statement
     h = echo_harness
+    assert h.runtime is not None
+    ever_written = record_sealed_writes(h.runtime.engine)
     srv = h.server
     staff = await setup_staff(h)
     lead = staff["lead"]
@@ -245,14 +300,45 @@ async def test_forensics_find_no_tipster(echo_harness: Harness, database_url: st
     database = dump_database(engine)
     decrypted, opened = decrypt_columns(engine, fernet)
     minute_checks = _minute_stamped(engine)
-    journal_keys = journal_fernet(h.config)  # read while running: the keys a copy would take along
+    # Later copies: the journal key's period is over and the journal's upkeep has run.
+    # Stage A: one update (the failing handler's) still waits for its retry; its tipster is
+    # the one thing the keys on disk may open. Stage B: it has been handled, another period
+    # is over: nothing opens.
+    key_dir = Path(h.config.journal.key_dir)
+    await srv.wait_for(lambda: (lambda n, w: n == len(w) == 1)(*journal_state(engine)), timeout=30,
+                       message="the journal handled, but for the update waiting for its retry")
+    waiting_tipster = people[full[0]]
+    sealed_anywhere = [running_raw, database.encode()]
+    copies: dict[str, Path] = {}
+    for stage in ("A", "B"):
+        if stage == "B":  # the retry's time comes (the database's clock, not the injected one)
+            from storage.models import UpdateJournal
+
+            with engine.begin() as conn:
+                conn.execute(UpdateJournal.__table__.update().values(next_attempt_at=None))
+            await srv.wait_for(lambda: journal_state(engine)[0] == 0, timeout=30, message="the retry handled")
+        h.clock.advance(minutes=h.config.journal.key_rotate_minutes + 3)  # past the period and its grace
+        before = set(key_dir.glob("*.key"))
+        await asyncio.to_thread(h.runtime.poller.maintain)
+        if stage == "B":  # the search below is about keys that really went
+            assert before and not before & set(key_dir.glob("*.key"))
+        raw, copies[f"{stage}, while running"] = copy_data(database_url, key_dir, tmp_path / f"{stage}-running")
+        sealed_anywhere += [raw, dump_database(engine).encode()]
     await h.stop()  # and after it stops
     stopped_raw = raw_bytes(sqlite_files(database_url)) if sqlite else b""
+    raw, copies["B, stopped"] = copy_data(database_url, key_dir, tmp_path / "B-stopped")
+    sealed_anywhere += [stopped_raw, raw]
     raw_updates, raw_text, raw_opened = decrypt_tokens(running_raw + stopped_raw, fernet)
-    journal_text = ""
-    if journal_keys is not None:
-        opened_by_journal_keys = decrypt_tokens(running_raw + stopped_raw + database.encode(), journal_keys)
-        journal_text = opened_by_journal_keys[0] + "\n" + opened_by_journal_keys[1]
+    # Everything sealed, wherever a copy may hold it (raw files, tables, every value ever
+    # written: WAL archives, dead tuples), tried with every key each later copy holds.
+    assert len(ever_written) > TIPSTERS
+    everything_sealed = b"\n".join(sealed_anywhere) + "\n".join(ever_written).encode()
+    journal_texts: dict[str, str] = {}
+    for stage, keys in copies.items():
+        journal_keys = journal_fernet(keys)
+        if journal_keys is not None:
+            updates, other, _ = decrypt_tokens(everything_sealed, journal_keys)
+            journal_texts[stage] = updates + "\n" + other
 
     to_staff_records = [r for r in srv.sent if r["chat_id"] in STAFF_CHATS]
     to_staff = json.dumps(to_staff_records, ensure_ascii=False, default=str)
@@ -272,13 +358,14 @@ async def test_forensics_find_no_tipster(echo_harness: Harness, database_url: st
         "logs": logs.encode(),
         "staff messages": to_staff.encode(),
         "staff messages (escaped)": to_staff.encode("unicode_escape"),
-        "raw database files": running_raw + stopped_raw,
+        "raw database files": b"\n".join(sealed_anywhere),
         "tokens in raw files, decrypted": raw_text.encode(),
     }
     if JOURNAL_SEARCHED:
         haystacks["journal payloads decrypted with the data key"] = (raw_updates + "\n".join(
             decrypted.get(c, "") for c in JOURNAL)).encode()
-        haystacks["journal payloads decrypted with the journal keys on disk"] = journal_text.encode()
+        for stage, text in journal_texts.items():
+            haystacks[f"everything sealed, opened with the journal keys of copy {stage}"] = text.encode()
     leaks = []
     for p in people:
         for key, forms in needles(p).items():
@@ -289,6 +376,11 @@ async def test_forensics_find_no_tipster(echo_harness: Harness, database_url: st
                         continue  # binary forms of the id only in the raw files
                     if form in haystack:
                         leaks.append(f"{key} {form!r} in {name}")
+    # The update waiting for its retry must still open (stage A): it is needed. It alone.
+    waiting = f"id {str(waiting_tipster['id']).encode()!r} in everything sealed, opened with the journal keys " \
+              "of copy A, while running"
+    assert waiting in leaks
+    leaks.remove(waiting)
     assert not leaks, leaks[:10]
     for code in codes:  # and no receipt code in clear either
         digits = code.replace(" ", "")
@@ -315,6 +407,9 @@ def _minute_stamped(engine: Engine) -> dict[str, Any]:
         (Question.answered_at, None), (NotifyContact.created_at, None),
         (TipEvent.at, TipEvent.kind.in_(("received", "routed", "info_added", "answered"))),
         (OutboxMessage.created_at, OutboxMessage.purpose.in_(("card", "card_text", "evidence", "addition"))),
+        # and when what was about their tip reached staff (seconds after they sent it)
+        (OutboxMessage.sent_at, OutboxMessage.tip_id.is_not(None)),
+        (OutboxMessage.next_attempt_at, and_(OutboxMessage.tip_id.is_not(None), OutboxMessage.status == "sent")),
     ]
     exact, rows = [], 0
     with engine.connect() as conn:

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
-from bot.clock import FakeClock
+from bot.clock import FakeClock, to_minute
 from bot.deps import Deps
 from bot.services import outbox
 from storage.models import OutboxMessage
@@ -130,8 +130,10 @@ def test_retry_waits_for_next_attempt_at(deps: Deps, clock: FakeClock) -> None:
     with deps.sessions.begin() as session:
         outbox.mark_sent(session, a1, 2, clock.now(), message_id=5)
     sent = row(deps, a1)
+    assert clock.now().second  # a time within a minute: only the minute is kept
     assert (sent.status, sent.sent_at, sent.message_id, sent.lease_until, sent.last_error) == (
-        "sent", clock.now(), 5, None, None)
+        "sent", to_minute(clock.now()), 5, None, None)
+    assert sent.next_attempt_at == sent.created_at  # the exact retry time is gone once sent
     with deps.sessions.begin() as session:
         assert outbox.message_id_of(session, a1) == 5
         assert outbox.message_id_of(session, a2) is None

@@ -26,7 +26,7 @@ from bot.clock import FakeClock
 from bot.config import Config
 from bot.deps import Deps
 from bot.polling import OFFSET_KEY, DurablePoller
-from bot.sealing import EphemeralKeys, KeyGone
+from bot.sealing import EphemeralKeys, KeyGone, key_id_of
 from storage.db import make_engine
 from storage.models import KeyValue, UpdateJournal
 
@@ -236,20 +236,96 @@ async def test_after_processing_and_key_destruction_nothing_can_be_read(
         assert not openable_in(raw, keys_on_disk(key_dir))
 
 
-async def test_a_key_stays_while_an_unprocessed_entry_needs_it(deps: Deps, clock: FakeClock) -> None:
+async def test_an_entry_that_outlives_its_period_moves_to_the_current_key(
+        deps: Deps, clock: FakeClock, config: Config, engine: Engine) -> None:
+    """An entry waiting for its retry when its key's period ends is re-sealed under the
+    current key; the old key, which also opens every other entry of its period (erased,
+    but their old images linger in the WAL, dead tuples, archives), is destroyed."""
     poller, app = make_poller(deps)
     app.fail[400] = 99
-    poller.journal([update(400), update(401)])
+    poller.journal([update(400, "still waiting"), *(update(401 + i, f"HANDLED{i:02d}QX") for i in range(5))])
+    with deps.sessions.begin() as session:  # what a copy (or the WAL) keeps of the handled ones
+        copied = [t for t in session.scalars(select(UpdateJournal.payload_enc)
+                                              .where(UpdateJournal.update_id != 400))]
     await poller.process_pending()
-    clock.advance(hours=3)
-    poller.maintain()
-    assert poller.keys.open(rows(deps)[400].payload_enc)  # 400 still waits for its retry: its key stays
-    for _ in range(5):
+    old_key = rows(deps)[400].key_id
+    clock.advance(hours=1, minutes=3)
+    _, gone = poller.maintain()
+    assert gone == [old_key]
+    key_dir = Path(config.journal.key_dir)
+    fresh_keys = EphemeralKeys(key_dir, timedelta(hours=1))  # nothing cached: what is on disk
+    waiting = rows(deps)[400]
+    assert waiting.key_id != old_key and waiting.payload_enc.startswith(waiting.key_id + ".")
+    assert json.loads(fresh_keys.open(waiting.payload_enc))["message"]["text"] == "still waiting"
+    for token in copied:
+        assert not opens(token, keys_on_disk(key_dir))
+    for _ in range(5):  # it is still handled, from its new seal, until given up
         await asyncio.sleep(0.45)
         await poller.process_pending()
-    assert rows(deps)[400].processed_at is not None and poller.given_up == 1
+    assert [u.update_id for u in app.seen].count(400) == 3 and rows(deps)[400].processed_at is not None
+    clock.advance(hours=1, minutes=3)
     poller.maintain()
     assert poller.keys.key_ids() == []
+
+
+async def test_a_crash_between_reseal_and_destruction_loses_nothing(
+        deps: Deps, clock: FakeClock, config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    poller, app = make_poller(deps)
+    poller.journal([update(410, "waits a period")])
+    old_key = rows(deps)[410].key_id
+    clock.advance(hours=1, minutes=3)
+    # A crash before the re-seal commits: the old token and its key are both still there.
+    monkeypatch.setattr(poller.keys, "seal", lambda *a: (_ for _ in ()).throw(OSError("disk gone")))
+    with pytest.raises(OSError):
+        poller.maintain()
+    monkeypatch.undo()
+    assert rows(deps)[410].key_id == old_key and old_key in poller.keys.key_ids()
+    # A crash after the commit, before the old key is destroyed: the entry opens with the new one.
+    monkeypatch.setattr(poller.keys, "destroy", lambda key_id: (_ for _ in ()).throw(OSError("killed")))
+    with pytest.raises(OSError):
+        poller.maintain()
+    monkeypatch.undo()
+    fresh_keys = EphemeralKeys(Path(config.journal.key_dir), timedelta(hours=1))
+    row = rows(deps)[410]
+    assert row.key_id != old_key and json.loads(fresh_keys.open(row.payload_enc))["message"]["text"] == "waits a period"
+    assert poller.maintain()[1] == [old_key]  # the next run finishes the job
+    await poller.process_pending()
+    assert [u.update_id for u in app.seen] == [410] and rows(deps)[410].processed_at is not None
+
+
+async def test_a_receipt_waiting_for_delivery_moves_to_the_current_key(
+        deps: Deps, clock: FakeClock, config: Config) -> None:
+    from bot.services import receipts
+    from storage.models import PendingReceipt
+
+    poller, _ = make_poller(deps)
+    poller.journal([update(420, "a tip")])
+    await poller.process_pending()
+    now = clock.now()
+    receipt = receipts.Receipt(chat_id=CHAT_ID, code="1234 5678 9012 3456", lang="en", kind="citizen")
+    tip_id = _a_tip(deps)
+    with deps.sessions.begin() as session:
+        receipts.keep(session, deps, tip_id, receipt, now)
+    with deps.sessions.begin() as session:
+        old_key = key_id_of(session.get(PendingReceipt, tip_id).sealed)
+    clock.advance(hours=1, minutes=3)
+    assert poller.maintain()[1] == [old_key]
+    with deps.sessions.begin() as session:
+        sealed = session.get(PendingReceipt, tip_id).sealed
+        assert key_id_of(sealed) != old_key
+        fresh = EphemeralKeys(Path(config.journal.key_dir), timedelta(hours=1))
+        assert json.loads(fresh.open(sealed))["code"] == receipt.code
+        assert receipts.take(session, deps, tip_id, clock.now(), force=True) == receipt
+
+
+def _a_tip(deps: Deps) -> int:
+    from bot.domain.receipt import new_receipt_code
+    from bot.services import intake
+    from bot.services.intake import NewTip
+
+    with deps.sessions.begin() as session:
+        return intake.submit(session, deps, NewTip("absence", "dingchang", None, "Town hall", "Nobody at nine"),
+                             deps.keyring.receipt_hash(new_receipt_code()), deps.clock.now())
 
 
 def test_key_files_are_private(tmp_path: Path) -> None:

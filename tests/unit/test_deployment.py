@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 UNIT = ROOT / "deploy" / "tipline.service"
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "deploy" / "compose.yaml"
-SECRET_NAMES = re.compile(r"TOKEN|PEPPER|KEY|PASSWORD|SECRET", re.I)
+SECRET_NAMES = re.compile(r"TOKEN|PEPPER|KEY(?!_DIR$)|PASSWORD|SECRET", re.I)  # a key's directory is no secret
+KEY_DIR = "/var/lib/tipline-keys"
 
 
 def _unit() -> configparser.ConfigParser:
@@ -34,10 +35,19 @@ def test_unit_restarts_on_failure_as_its_own_user_in_a_sandbox() -> None:
     assert service["User"] == "tipline" and service["Group"] == "tipline"
     assert service["ProtectSystem"] == "strict" and service["PrivateTmp"] == "yes"
     assert service["NoNewPrivileges"] == "yes" and service["ProtectHome"] == "yes"
-    assert service["StateDirectory"] == "tipline" and service["WorkingDirectory"] == "/var/lib/tipline"
+    assert service["StateDirectory"].split() == ["tipline", "tipline-keys"]
+    assert service["WorkingDirectory"] == "/var/lib/tipline" and service["StateDirectoryMode"] == "0700"
     assert set(service["RestartPreventExitStatus"].split()) == {"2", "4"}  # config, refused token
     assert shlex.split(service["ExecStart"])[1:] == ["run"]
-    assert not SECRET_NAMES.search(service.get("Environment", "").split("=", 1)[0])
+    environment = _unit_environment()
+    assert not [name for name in environment if SECRET_NAMES.search(name)]
+    assert environment["TIPLINE_JOURNAL_KEY_DIR"] == KEY_DIR  # beside the data directory, not in it
+
+
+def _unit_environment() -> dict[str, str]:
+    pairs = [line.split("=", 2)[1:] for line in UNIT.read_text(encoding="utf-8").splitlines()
+             if line.startswith("Environment=")]
+    return {name: value for name, value in pairs}
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None,
@@ -103,6 +113,11 @@ def test_dockerfile_steps() -> None:
             for name in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=", a) or [a.split()[0]]:
                 assert not SECRET_NAMES.search(name), f"{n} {name}: secrets come from the environment at run time"
     assert dict(steps)["ENTRYPOINT"] == '["tipline"]' and dict(steps)["CMD"] == '["run"]'
+    # The journal keys: a directory (and volume) of their own, 0700, outside the data directory.
+    env = " ".join(a for n, a in steps if n == "ENV")
+    assert f"TIPLINE_JOURNAL_KEY_DIR={KEY_DIR}" in env
+    assert f'"{KEY_DIR}"' in dict(steps)["VOLUME"] and '"/var/lib/tipline"' in dict(steps)["VOLUME"]
+    assert any(n == "RUN" and f"-m 0700 {KEY_DIR}" in a for n, a in steps)
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     assert {"config.toml", ".venv", "data", ".git"} <= set(ignored)
 
@@ -119,6 +134,9 @@ def test_compose_runs_tipline_with_postgresql() -> None:
     for service in services.values():  # secrets come from the env file, never from the compose file
         for name, value in (service.get("environment") or {}).items():
             assert not (SECRET_NAMES.search(name) and value), name
+    mounts = dict(v.rsplit(":", 1)[::-1] for v in app["volumes"] if v.count(":") == 1)
+    assert mounts[KEY_DIR] != mounts["/var/lib/tipline"] and mounts[KEY_DIR] in compose["volumes"]
+    assert KEY_DIR not in " ".join(app.get("tmpfs") or [])  # pending updates' keys survive a restart
     example = (COMPOSE.parent / "tipline.env.example").read_text(encoding="utf-8")
     assert "TIPLINE_DATABASE_URL=postgresql+psycopg://tipline:PASSWORD@db:5432/tipline" in example
     assert re.search(r"^TIPLINE_BOT_TOKEN=$", example, re.M)

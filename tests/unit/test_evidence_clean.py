@@ -219,3 +219,29 @@ def test_presentation_comment_authors_and_custom_xml_data() -> None:
     out = ec.clean(raw)
     assert out.extension == "pptx" and markers(out.data) == [] and ec.verify(out.data) == []
     assert ec.verify(raw)
+
+
+def test_a_jpeg_inside_a_pdf_loses_gps_and_serial_and_keeps_its_pixels() -> None:
+    raw = fx.pdf_with_metadata()
+    before = fx.pdf_metadata(raw)
+    for image in ("/Im1", "/Im2"):  # a plain DCTDecode stream, and one with Flate on top
+        assert before[f"image {image} exif-ifd8769:{0xA431}"] == fx.SERIAL
+        assert before[f"image {image} exif-ifd8825:2"] == fx.GPS_LAT
+    out = ec.clean(raw)
+    assert fx.pdf_metadata(out.data) == {} and ec.verify(out.data) == []
+    with pikepdf.open(io.BytesIO(raw)) as a, pikepdf.open(io.BytesIO(out.data)) as b:
+        for name in ("/Im1", "/Im2"):
+            old = pikepdf.PdfImage(fx.page_images(a.pages[0])[name]).as_pil_image()
+            new = pikepdf.PdfImage(fx.page_images(b.pages[0])[name]).as_pil_image()
+            assert old.tobytes() == new.tobytes()  # the compressed image itself is untouched
+
+
+def test_strip_jpeg_segments_keeps_the_image_and_adobes_colour_coding() -> None:
+    jpeg = fx.jpeg_with_exif()
+    adobe = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x01"
+    with_adobe = jpeg[:2] + adobe + jpeg[2:]
+    out = ec.strip_jpeg_segments(with_adobe)
+    assert adobe in out and fx.SERIAL.encode() not in out and ec.jpeg_leftovers(out, adobe=True) == []
+    assert out.endswith(jpeg[jpeg.index(b"\xff\xda"):])
+    with Image.open(io.BytesIO(out)) as img:
+        assert img.getexif() == {} and img.size == (64, 48)
