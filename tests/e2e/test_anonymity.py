@@ -397,6 +397,9 @@ async def test_forensics_find_no_tipster(echo_harness: Harness, database_url: st
     assert not unprotected, unprotected[:5]
 
 
+TIPSTERS_MESSAGES = ("card", "card_text", "evidence", "addition")  # queued by a tipster's action
+
+
 def _minute_stamped(engine: Engine) -> dict[str, Any]:
     """Every time a tipster's action stamped (tips received, evidence, additions, answers,
     opt-ins, their events and the messages they queued) and whether it is a whole minute."""
@@ -406,10 +409,11 @@ def _minute_stamped(engine: Engine) -> dict[str, Any]:
         (Tip.created_at, None), (Tip.routed_at, None), (Evidence.added_at, None), (TipAddition.added_at, None),
         (Question.answered_at, None), (NotifyContact.created_at, None),
         (TipEvent.at, TipEvent.kind.in_(("received", "routed", "info_added", "answered"))),
-        (OutboxMessage.created_at, OutboxMessage.purpose.in_(("card", "card_text", "evidence", "addition"))),
+        (OutboxMessage.created_at, OutboxMessage.purpose.in_(TIPSTERS_MESSAGES)),
         # and when what was about their tip reached staff (seconds after they sent it)
         (OutboxMessage.sent_at, OutboxMessage.tip_id.is_not(None)),
-        (OutboxMessage.next_attempt_at, and_(OutboxMessage.tip_id.is_not(None), OutboxMessage.status == "sent")),
+        (OutboxMessage.next_attempt_at, and_(OutboxMessage.purpose.in_(TIPSTERS_MESSAGES),
+                                             OutboxMessage.status == "sent")),
     ]
     exact, rows = [], 0
     with engine.connect() as conn:
@@ -435,3 +439,30 @@ def test_needles_are_found_where_they_are() -> None:
     updates, text, opened = decrypt_tokens(raw, fernet)
     assert opened == 1 and p["first_name"] in text and not updates
     assert list(flatten({"a": [1, (2, "x")]})) == [1, 2, "x"]
+
+
+async def test_the_journal_upkeep_runs_by_itself(database_url: str, server: FakeBotAPI) -> None:
+    """Nobody calls maintain(): the bot's own job destroys the expired key and prunes the
+    handled ids (the journal is not only pruned by tests)."""
+    from storage.models import UpdateJournal
+
+    h = Harness(server, e2e_config(database_url, server, journal={"maintenance_seconds": 0.5, "keep_ids_hours": 1}))
+    await h.start()
+    try:
+        assert h.runtime is not None
+        engine = h.runtime.engine
+        await said(h, server.user(identity(1)["id"], "A"), "/help")
+        key_dir = Path(h.config.journal.key_dir)
+        keys = set(key_dir.glob("*.key"))
+        assert keys
+
+        def ids() -> int:
+            with engine.connect() as conn:
+                return len(conn.execute(select(UpdateJournal.update_id)).all())
+
+        await server.wait_for(lambda: journal_state(engine)[0] == 0 and ids(), message="the update handled")
+        h.clock.advance(hours=2, minutes=3)
+        await server.wait_for(lambda: not keys & set(key_dir.glob("*.key")) and ids() == 0, timeout=15,
+                              message="the expired key destroyed and the handled ids pruned by the job")
+    finally:
+        await h.stop()
