@@ -85,20 +85,12 @@ def unseal(deps: Deps, sealed: str) -> Receipt | None:
         return None
 
 
-def minute_after(moment: datetime) -> datetime:
-    """`moment` rounded up to a whole minute. A pending receipt's times name its tip's
-    submission, so none is kept finer than the minute; rounding up never makes a claim
-    or a wait shorter than asked."""
-    whole = to_minute(moment)
-    return whole if whole == moment else whole + timedelta(minutes=1)
-
-
 def keep(session: Session, deps: Deps, tip_id: int, receipt: Receipt, now: datetime) -> None:
     """In the transaction that stores the tip: the receipt, claimed by the caller who is
-    about to send it."""
+    about to send it. When it was made is kept to the minute, like the tip's own times
+    (the claim and retry times are exact: a tipster is waiting for the code)."""
     session.add(PendingReceipt(tip_id=tip_id, sealed=seal(deps, receipt, now), created_at=to_minute(now),
-                               next_attempt_at=minute_after(now + FIRST_RETRY), attempts=0,
-                               claimed_until=minute_after(now + CLAIM)))
+                               next_attempt_at=now + FIRST_RETRY, attempts=0, claimed_until=now + CLAIM))
 
 
 def take(session: Session, deps: Deps, tip_id: int, now: datetime, *, force: bool = False) -> Receipt | None:
@@ -107,7 +99,7 @@ def take(session: Session, deps: Deps, tip_id: int, now: datetime, *, force: boo
     condition = [PendingReceipt.tip_id == tip_id]
     if not force:
         condition.append(or_(PendingReceipt.claimed_until.is_(None), PendingReceipt.claimed_until < now))
-    claimed = session.execute(update(PendingReceipt).where(*condition).values(claimed_until=minute_after(now + CLAIM)))
+    claimed = session.execute(update(PendingReceipt).where(*condition).values(claimed_until=now + CLAIM))
     if not claimed.rowcount:
         return None
     row = session.get(PendingReceipt, tip_id)
@@ -136,7 +128,7 @@ def failed(session: Session, deps: Deps, tip_id: int, now: datetime, *, permanen
         _give_up(session, deps, row, now, reason)
         return True
     row.claimed_until = None
-    row.next_attempt_at = minute_after(now + min(MAX_RETRY, FIRST_RETRY * 2 ** min(row.attempts - 1, 20)))
+    row.next_attempt_at = now + min(MAX_RETRY, FIRST_RETRY * 2 ** min(row.attempts - 1, 20))
     return False
 
 
