@@ -4,8 +4,13 @@
 
 1. Claim time: the outbox holds N open rows (a broadcast: N/2 officials x 2 parts, the
    first part of each one due, plus one team group with a backlog of its own). Each
-   measured claim takes up to 16 rows, as the sender does, and is rolled back so the
-   queue stays the same; the median and p95 of 50 claims are printed per N.
+   measured claim takes up to 16 rows as the sender does (leases on the database's
+   clock), and is undone afterwards so the queue stays the same. The median and p95 of
+   50 claims are printed per N: the claim itself (its statement, in a transaction rolled
+   back: what grows with the queue, if anything); the same with the leases that ran out
+   (two statements, as the sender claims once a second); and the claim as the sender
+   makes it, committed on its own connection (the commit's flush to disk included: a
+   cost of the disk, the same at any N).
 2. Event-loop lag (`--lag N`): N officials x 1 message delivered by tipline's sender
    through a fake Bot API on 127.0.0.1 at `--lag-rate` messages a second (30: Telegram's
    pace, as in a real broadcast; 0: as fast as the sender goes), with M more rows open
@@ -30,8 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy import create_engine, func, select, text, update  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
 
 from bot.app import build_deps  # noqa: E402
 from bot.clock import SystemClock  # noqa: E402
@@ -79,18 +85,35 @@ def fill(deps, n_open: int) -> None:  # type: ignore[no-untyped-def]
             session.execute(text("ANALYZE"))
 
 
-def claim_once(deps) -> float:  # type: ignore[no-untyped-def]
-    session = deps.sessions()
-    try:
+def claim_once(deps, claims: outbox.ClaimConnection, held, expired: bool = False,  # type: ignore[no-untyped-def]
+               commit: bool = False) -> float:
+    """One claim: committed on the sender's own connection (`claims`), or its statements
+    alone in a transaction on `held` (a connection kept open: no check-out) rolled back."""
+    if commit:
         t0 = time.perf_counter()
-        session.begin()
-        rows = outbox.claim_due(session, datetime.now(UTC), 16, LEASE)
+        with claims.session() as session:
+            rows = outbox.claim_due(session, datetime.now(UTC), 16, LEASE, lease_now=outbox.DB_CLOCK,
+                                    expired=expired)
         elapsed = time.perf_counter() - t0
-        assert rows, "nothing claimed"
-        return elapsed
-    finally:
-        session.rollback()
-        session.close()
+    else:
+        t0 = time.perf_counter()
+        transaction = held.begin()
+        with Session(bind=held) as session:
+            rows = outbox.claim_due(session, datetime.now(UTC), 16, LEASE, lease_now=outbox.DB_CLOCK,
+                                    expired=expired)
+        elapsed = time.perf_counter() - t0
+        transaction.rollback()
+    assert rows, "nothing claimed"
+    if commit:
+        with deps.sessions.begin() as session:  # as they were: the queue stays the same
+            session.execute(update(OutboxMessage).where(OutboxMessage.id.in_([r.id for r in rows])).values(
+                status="pending", lease_until=None, ready_at=OutboxMessage.next_attempt_at,
+                attempts=OutboxMessage.attempts - 1))
+    return elapsed
+
+
+def p95(times: list[float]) -> float:
+    return times[int(len(times) * 0.95) - 1]
 
 
 def claim_bench(url: str, sizes: list[int]) -> None:
@@ -105,14 +128,22 @@ def claim_bench(url: str, sizes: list[int]) -> None:
             fill(deps, n)
             with deps.sessions.begin() as session:
                 open_rows = session.scalar(select(func.count()).select_from(OutboxMessage))
+            claims = outbox.ClaimConnection(engine)
+            held = engine.connect()
             for _ in range(5):
-                claim_once(deps)
-            times = sorted(claim_once(deps) for _ in range(50))
+                claim_once(deps, claims, held)
+            times = sorted(claim_once(deps, claims, held) for _ in range(50))
+            both = sorted(claim_once(deps, claims, held, expired=True) for _ in range(50))
+            committed = sorted(claim_once(deps, claims, held, commit=True) for _ in range(50))
+            held.close()
+            claims.close()
             engine.dispose()
         if drop is not None:
             drop()  # type: ignore[operator]
         print(f"  {open_rows:>7} open rows: {1000 * statistics.median(times):7.2f} ms   "
-              f"p95 {1000 * times[int(len(times) * 0.95) - 1]:7.2f} ms", flush=True)
+              f"p95 {1000 * p95(times):7.2f} ms   with run-out leases too: {1000 * statistics.median(both):7.2f} ms   "
+              f"p95 {1000 * p95(both):7.2f} ms   committed: {1000 * statistics.median(committed):7.2f} ms   "
+              f"p95 {1000 * p95(committed):7.2f} ms", flush=True)
 
 
 def lag_bench(url: str, n: int, rate: float, behind: int) -> None:
