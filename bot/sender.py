@@ -31,9 +31,10 @@ only a crash between Telegram's answer and the commit that records it can send a
 twice: that commit is the next thing done with the answer (the file id of an upload is
 written in the same transaction), and it waits for nothing but the database. A chat's
 next message becomes due only in the transaction that records its previous one's
-outcome (bot/services/outbox.py: heads), so it is never sent before that is committed. At start on SQLite (one process per database) rows a dead process left `sending`
-wait again at once; on PostgreSQL (several processes) they come back when their short
-lease runs out.
+outcome (bot/services/outbox.py: heads), so it is never sent before that is committed.
+At start on SQLite (one process per database) rows a dead process left `sending` wait
+again at once; on PostgreSQL (several processes) they come back when their short lease
+runs out.
 """
 
 from __future__ import annotations
@@ -208,7 +209,8 @@ class OutboxSender:
         with contextlib.suppress(ValueError):
             self.deps.wake_sender.remove(self.wake)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._claim_pool.submit(self._claims.close)
+        with contextlib.suppress(RuntimeError):  # stopped twice
+            self._claim_pool.submit(self._claims.close)
         self._claim_pool.shutdown(wait=False)
 
     def kill(self) -> None:
@@ -296,9 +298,12 @@ class OutboxSender:
             claimed.append(Claimed(r.id, r.chat_id, r.method, payload, r.attempts, r.purpose, r.broadcast_id,
                                    r.tip_id))
         if unreadable:  # leased to this sender: nobody else takes them meanwhile
-            with self.deps.sessions.begin() as session:
-                for r, error in unreadable:
-                    outbox.mark_failed(session, r.id, r.attempts, error, chat_id=r.chat_id)
+            try:
+                with self.deps.sessions.begin() as session:
+                    for r, error in unreadable:
+                        outbox.mark_failed(session, r.id, r.attempts, error, chat_id=r.chat_id)
+            except DB_ERRORS:  # they come back when their lease runs out, and are failed then
+                log.warning("outbox: unreadable rows not marked failed yet (database unavailable)")
         if expired:
             self._expired_checked = started
         safe = started + (self.lease - self.request_budget).total_seconds()

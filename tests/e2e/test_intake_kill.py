@@ -5,11 +5,13 @@ undelivered), the team has exactly one card per tip, and no citizen who was give
 lost their tip. A Submit whose draft died with the process is answered "start again"
 (nothing was stored); the citizen then reports again.
 
-A card may be sent twice only where a process was killed between Telegram's answer and
-the commit that records it (the outbox's one window): the test checks that any second copy
-is of a card whose row was still in flight in the database the kill left behind, and that
-the fake Bot API answered its first copy less than CRASH_WINDOW before that kill (the
-sender commits each outcome as soon as it has the answer). Figures are printed (run with -s to see
+A card may be sent twice only where the bot never had Telegram's answer to the first
+copy (the request timed out: it is tried again, since Telegram may or may not have
+carried it out), or where a process was killed between the answer and the commit that
+records it (the outbox's one crash window): for each such copy the test checks that its
+row was still in flight in the database the kill left behind, and that the fake Bot API
+answered it less than CRASH_WINDOW before that kill (the sender commits each outcome as
+soon as it has the answer). Figures are printed (run with -s to see
 them): submitted / stored / duplicates / codes delivered / cards / recovery seconds.
 """
 
@@ -29,6 +31,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from sqlalchemy import func, select
 
 from bot.app import build_deps
@@ -136,7 +139,10 @@ async def test_kill_9_during_intake_loses_no_tip_no_code_and_sends_each_card_onc
     database_url: str, tmp_path: Path
 ) -> None:
     rng = random.Random(int(os.environ.get("TIPLINE_FAULT_SEED", "0")) or None)
-    async with FakeBotAPI(TOKEN, global_per_second=None, per_chat_per_second=None, group_per_minute=None) as srv:
+    srv = FakeBotAPI(TOKEN, global_per_second=None, per_chat_per_second=None, group_per_minute=None)
+    unanswered: set[tuple[str, int]] = set()  # messages made whose answer never reached the bot
+    srv._handle = _answers_noted(srv._handle, unanswered)  # type: ignore[method-assign]
+    async with srv:
         config = e2e_config(database_url, srv, scheduler={"enabled": False},
                             intake={"flood_messages_per_minute": 1000})
         h = Harness(srv, config)
@@ -222,16 +228,23 @@ async def test_kill_9_during_intake_loses_no_tip_no_code_and_sends_each_card_onc
                 delivered += 1
             else:
                 assert undelivered, f"tip #{tip_id}: its code reached nobody and the tip is not marked"
-        copies: dict[int, list[float]] = {}
+        copies: dict[int, list[tuple[float, bool]]] = {}
         for r in srv.sent_to(LEAD):  # "time": when the fake Bot API made the message and answered
             if (m := re.search(r"举报 #(\d+)", plain(r))) and "📥" in plain(r):
-                copies.setdefault(int(m.group(1)), []).append(r["time"])
+                lost = (str(LEAD), int(r["message_id"])) in unanswered
+                copies.setdefault(int(m.group(1)), []).append((r["time"], lost))
         cards = Counter({tip_id: len(times) for tip_id, times in copies.items()})
         # A copy may be followed by another only if it was answered in the moment before a
-        # kill that left its row in flight (the process died before recording it).
+        # kill that left its row in flight (the process died before recording it), or if
+        # its answer never reached the bot (the request timed out: tried again, as a
+        # request Telegram may or may not have carried out must be).
         windows: dict[int, list[float]] = {}
+        timed_out = 0
         for tip_id, times in copies.items():
-            for answered in sorted(times)[:-1]:
+            for answered, lost in sorted(times)[:-1]:
+                if lost:
+                    timed_out += 1
+                    continue
                 after = [k - answered for k, flying in kills if tip_id in flying and k >= answered]
                 windows.setdefault(tip_id, []).append(min(after, default=float("inf")))
         in_window = [tip_id for tip_id, gaps in windows.items() if all(gap <= CRASH_WINDOW for gap in gaps)]
@@ -242,7 +255,8 @@ async def test_kill_9_during_intake_loses_no_tip_no_code_and_sends_each_card_onc
               f"stored {len(tips)}, duplicates {duplicates}, codes delivered {delivered}, "
               f"marked undelivered {sum(1 for t in tips if t[3])}, cards {sum(cards.values())} "
               f"for {len(cards)} tips ({len(in_window)} sent twice across a kill, answered s before it: "
-              f"{', '.join(f'{g:.2f}' for gaps in windows.values() for g in gaps) or '-'}), recovery s {', '.join(f'{r:.1f}' for r in figures.recovery)}")
+              f"{', '.join(f'{g:.2f}' for gaps in windows.values() for g in gaps) or '-'}; "
+              f"{timed_out} sent again after an answer that never reached the bot), recovery s {', '.join(f'{r:.1f}' for r in figures.recovery)}")
 
         assert figures.unanswered_submits == 0
         assert duplicates == 0, per_citizen
@@ -250,12 +264,31 @@ async def test_kill_9_during_intake_loses_no_tip_no_code_and_sends_each_card_onc
         assert all(len(c) == 1 for c in codes.values()), "a citizen got two different codes"
         assert len(tips) == len(codes) == CITIZENS
         assert set(cards) == {tip_id for tip_id, *_ in tips}, "a tip without a card"
-        assert all(n == 1 or tip_id in in_window for tip_id, n in cards.items()), (cards, windows)
+        assert all(n == 1 or tip_id in in_window or tip_id not in windows for tip_id, n in cards.items()), (
+            cards, windows)
 
 
 async def _until(predicate: Any, deadline: float) -> None:
     while not predicate() and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
+
+
+def _answers_noted(handle: Any, unanswered: set[tuple[str, int]]) -> Any:
+    """The fake Bot API's handler, noting each message whose answer could not be written
+    (the bot had given up waiting: its read timeout, or it was killed)."""
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = await handle(request)
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):
+            body = getattr(response, "body", None)
+            result = json.loads(body).get("result") if isinstance(body, bytes) else None
+            if isinstance(result, dict) and "message_id" in result:
+                unanswered.add((str(result["chat"]["id"]), int(result["message_id"])))
+            raise
+        return response
+    return answer
 
 
 def _cards_in_flight(deps: Any) -> set[int]:
