@@ -65,11 +65,33 @@ def build_deps(config: Config, clock: Clock | None = None, engine: Engine | None
     return deps, engine
 
 
+class TiplineApplication(Application):  # type: ignore[type-arg]
+    """PTB's Application, with each update's conversations brought in from the database
+    before its handlers run (the first time after a start) and saved after (bot/conversations.py)."""
+
+    async def process_update(self, update: object) -> None:
+        deps: Deps = self.bot_data["deps"]
+        store = deps.conversations
+        if store is None or not isinstance(update, Update):
+            await super().process_update(update)
+            return
+        slots = store.slots(update)
+        if await store.load(self.bot_data, slots, update.update_id):
+            store.skipped += 1  # handled and saved before the process died: not twice
+            log.info("update %s was handled before the restart: not handled again", update.update_id)
+            return
+        try:
+            await super().process_update(update)
+        finally:
+            await store.flush(self.bot_data, slots, update.update_id)
+
+
 def build_application(deps: Deps) -> Application[Any, Any, Any, Any, Any, Any]:
     cfg = deps.config
     tg = cfg.telegram
     app = (
         ApplicationBuilder()
+        .application_class(TiplineApplication)
         .token(tg.token.get_secret_value())
         .base_url(tg.base_url)
         .base_file_url(tg.base_file_url)
@@ -173,8 +195,13 @@ async def _unknown_command(update: Update, context: Context) -> None:
 
 
 async def _sweep_sessions(context: Context) -> None:
+    """Forget idle sessions in memory; delete expired conversations from the database and
+    re-seal the live ones under the current key (so the journal's upkeep can destroy the old)."""
     deps: Deps = context.bot_data["deps"]
     deps.chats.sweep(deps.clock.now())
+    store = deps.conversations
+    if store is not None:
+        await jobs.guard(context, "conversations").run(lambda: asyncio.to_thread(store.maintain, context.bot_data))
 
 
 async def _scheduler_tick(context: Context) -> None:

@@ -268,6 +268,7 @@ class OfficialsConfig(_Model):
     bulletin_empty_notice: bool = False
     chart_days: int = Field(default=14, ge=2, le=60)
     progress_seconds: float = Field(default=10.0, gt=0, le=3600)
+    note_prompt_minutes: int = Field(default=30, ge=1, le=24 * 60)
 
 
 class JournalConfig(_Model):

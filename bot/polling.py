@@ -44,6 +44,7 @@ from telegram.error import Conflict, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application
 
 from bot import liveness, metrics
+from bot.conversations import ConversationStore
 from bot.deps import Deps, make_ephemeral_keys
 from bot.minimal import chat_of, minimal_update
 from bot.ratelimit import retry_after_seconds
@@ -307,6 +308,8 @@ class DurablePoller:
             for token in session.scalars(select(PendingReceipt.sealed)):
                 with contextlib.suppress(SealError):
                     needed.add(key_id_of(token))
+            # So are conversations in progress (bot/conversations.py; re-sealed by their own job).
+            needed |= ConversationStore.key_ids(session)
         return self.keys.destroy_unneeded(self.deps.clock.now(), needed)
 
     def maintain(self) -> tuple[int, list[str]]:

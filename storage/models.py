@@ -492,3 +492,20 @@ class PendingReceipt(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_until: Mapped[datetime | None]
+
+
+class Conversation(Base):
+    """A conversation in progress (a citizen's draft or receipt session, a staff member's
+    guided flow or /enter, the office's "Edit note" prompt, a back-off counter), kept so
+    that a restart continues it. Filed under a keyed pseudonym of the chat (never an id);
+    the state is JSON sealed under the update journal's rotating keys (`key_id` names the
+    key, so the journal keeps it while a row needs it). Re-sealed under the current key on
+    every write and by the maintenance job; deleted when finished or expired."""
+
+    __tablename__ = "conversations"
+
+    pseudonym: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    sealed: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(40), index=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
