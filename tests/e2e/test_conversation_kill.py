@@ -30,8 +30,10 @@ LEAD = 7_811_001
 DISTINCT = "第九十九号窗口的工作人员上班时间一直在打游戏"
 
 
-def _settled(deps: Any) -> bool:
-    """Every update fetched so far is handled (and its conversation saved before that)."""
+def _settled(srv: FakeBotAPI, deps: Any) -> bool:
+    """Every update pushed is journaled (confirmed) and handled (its conversation saved before that)."""
+    if srv.pending_updates:
+        return False
     with deps.sessions.begin() as session:
         return not session.scalar(select(func.count()).select_from(UpdateJournal)
                                   .where(UpdateJournal.processed_at.is_(None)))
@@ -74,7 +76,7 @@ async def test_a_citizen_and_a_lead_continue_their_flows_after_a_kill_9(database
             await h.say(citizen, DISTINCT + "，群众排队等了很久。", expect="第 5 步")
             srv.push_message(citizen, photo=True)
             evidence = await h.expect(CITIZEN, "已收到 1 个证据")
-            await srv.wait_for(lambda: _settled(deps), 20.0, message="every update handled")
+            await srv.wait_for(lambda: _settled(srv, deps), 20.0, message="every update handled")
             with deps.sessions.begin() as session:
                 kept = sorted(session.scalars(select(Conversation.kind)))
             assert kept == ["citizen", "staff"]
@@ -92,7 +94,7 @@ async def test_a_citizen_and_a_lead_continue_their_flows_after_a_kill_9(database
             await h.press(lead, confirm, "确认", expect="已办结")
             await srv.wait_for(lambda: any("📥 举报 #2" in plain(r) for r in srv.sent_to(LEAD)), 20.0,
                                message="the new tip's card")
-            await srv.wait_for(lambda: _settled(deps), 20.0, message="every update handled")
+            await srv.wait_for(lambda: _settled(srv, deps), 20.0, message="every update handled")
             # Something to wait for after the last answers: whatever came before it is there.
             mark = h.mark(CITIZEN)
             srv.push_message(citizen, "/help")
