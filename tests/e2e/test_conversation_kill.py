@@ -116,6 +116,6 @@ async def test_a_citizen_and_a_lead_continue_their_flows_after_a_kill_9(database
         cards = [r for r in srv.sent_to(LEAD) if "📥" in plain(r) and f"举报 #{mine[0][0]}" in plain(r)]
         assert len(cards) == 1
         assert tips[0][2] == "closed_unfounded" and outcomes == 1
-        assert sum("已办结" in plain(r) for r in srv.sent_to(LEAD)) == 1
+        assert sum("举报 #1 已办结：不属实" in plain(r) for r in srv.sent_to(LEAD)) == 1  # recorded once
         assert left == 0  # both conversations finished: nothing kept
 
