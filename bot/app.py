@@ -77,13 +77,15 @@ class TiplineApplication(Application):  # type: ignore[type-arg]
             return
         slots = store.slots(update)
         if await store.load(self.bot_data, slots, update.update_id):
-            store.skipped += 1  # handled and saved before the process died: not twice
-            log.info("update %s was handled before the restart: not handled again", update.update_id)
+            store.skipped += 1  # handled and saved already (before the process died): not twice
+            log.info("update %s was handled already: not handled again", update.update_id)
             return
         try:
             await super().process_update(update)
         finally:
-            await store.flush(self.bot_data, slots, update.update_id)
+            poller = self.bot_data.get("poller")
+            failed = poller is not None and update.update_id in poller.failed_updates  # set by the error handler
+            await store.flush(self.bot_data, slots, update.update_id, applied=not failed)
 
 
 def build_application(deps: Deps) -> Application[Any, Any, Any, Any, Any, Any]:

@@ -14,8 +14,9 @@ person was:
 - Loaded lazily, on the first update of a chat after a start; written after each update
   that changed it (in a worker thread), or in the same transaction as the step's effect
   where there is one (`erase`: a submitted tip, a recorded outcome, a saved note).
-- The update's id is sealed with the state: an update handled and saved but not yet
-  marked handled in the journal when the process died is not handled a second time.
+- The ids of the last updates applied to it are sealed with the state: an update handled
+  and saved but not yet marked handled in the journal when the process died is not
+  handled a second time (after the restart, or when it comes back after a newer one).
 - Expired rows are deleted by a job (`maintain`), finished ones at once.
 
 The kinds register themselves (`register`): how to find the state in memory for a chat
@@ -47,6 +48,7 @@ from storage.models import Conversation
 log = logging.getLogger(__name__)
 
 FORGET_KNOWN = 25 * 3600.0  # seconds: a chat idle this long is looked up again (nothing is left of it)
+APPLIED_KEPT = 16  # ids of the latest updates applied to a conversation, kept with it
 
 
 def ceil_minute(moment: datetime) -> datetime:
@@ -95,6 +97,7 @@ class ConversationStore:
         self._known: dict[tuple[str, str], float] = {}  # loaded (or found absent) in this process
         self._stored: dict[tuple[str, str], str] = {}  # the state as last written (JSON)
         self._dirty: dict[tuple[str, str], tuple[Slot, int]] = {}  # a write that failed: tried again
+        self._applied: dict[tuple[str, str], list[int]] = {}  # update ids applied to each (latest last)
         self._tlog = ThrottledLog(log)
         self.skipped = 0  # updates found handled already (after a restart)
 
@@ -120,14 +123,15 @@ class ConversationStore:
     # loading ---------------------------------------------------------------------------------
     async def load(self, bot_data: dict[str, Any], slots: list[Slot], update_id: int) -> bool:
         """Bring the slots' stored state into memory if this process has not seen them yet.
-        True if the update was handled (and its effect saved) before a restart."""
+        True if the update was applied to one of them already (handled and saved, before a
+        restart or before a newer update of the chat)."""
         now = time.monotonic()
         missing = [s for s in slots if s.key not in self._known]
         for s in slots:
             if s.key in self._known:
                 self._known[s.key] = now
         if not missing or not self.enabled:
-            return False
+            return self._was_applied(slots, update_id)
         rows = await asyncio.to_thread(self._read, {s.pseudonym for s in missing})
         wanted = {s.key: s for s in missing}
         handled = False
@@ -145,10 +149,13 @@ class ConversationStore:
                             type(exc).__name__)
                 continue
             self._stored[slot.key] = _text(blob["s"])
-            handled = handled or int(blob.get("u", -1)) >= update_id
+            self._applied[slot.key] = [int(u) for u in blob.get("h", [])][-APPLIED_KEPT:]
         for s in missing:
             self._known[s.key] = now
-        return handled
+        return self._was_applied(slots, update_id)
+
+    def _was_applied(self, slots: list[Slot], update_id: int) -> bool:
+        return any(update_id in self._applied.get(s.key, ()) for s in slots)
 
     def _read(self, pseudonyms: set[str]) -> list[tuple[str, str, str]]:
         with self.sessions.begin() as session:
@@ -157,12 +164,14 @@ class ConversationStore:
                 .where(Conversation.pseudonym.in_(sorted(pseudonyms))))]
 
     # writing ---------------------------------------------------------------------------------
-    async def flush(self, bot_data: dict[str, Any], slots: Iterable[Slot], update_id: int) -> None:
+    async def flush(self, bot_data: dict[str, Any], slots: Iterable[Slot], update_id: int,
+                    applied: bool = True) -> None:
         """Write what the update changed (off the event loop); a failed write is kept and
-        tried again with the next update or by the job."""
+        tried again with the next update or by the job. `applied`: the handler did not fail
+        (an update whose handler failed is tried again, so it is not marked applied)."""
         if not self.enabled:
             return
-        writes = self._changes(bot_data, slots, update_id)
+        writes = self._changes(bot_data, slots, update_id, applied)
         if not writes:
             return
         try:
@@ -170,8 +179,8 @@ class ConversationStore:
         except Exception as exc:  # noqa: BLE001 - the database is away: the job writes it later
             self._tlog("flush", logging.WARNING, "conversations: saving failed (%s); will try again",
                        type(exc).__name__)
-            for slot, _, _, _, u in writes:
-                self._dirty[slot.key] = (slot, u)
+            for slot, *_ in writes:
+                self._dirty[slot.key] = (slot, update_id)
             return
         for slot, text, _, _, _ in writes:
             self._dirty.pop(slot.key, None)
@@ -180,8 +189,8 @@ class ConversationStore:
             else:
                 self._stored[slot.key] = text
 
-    def _changes(self, bot_data: dict[str, Any], slots: Iterable[Slot], update_id: int
-                 ) -> list[tuple[Slot, str | None, dict[str, Any] | None, datetime | None, int]]:
+    def _changes(self, bot_data: dict[str, Any], slots: Iterable[Slot], update_id: int, applied: bool = False
+                 ) -> list[tuple[Slot, str | None, dict[str, Any] | None, datetime | None, list[int]]]:
         writes = []
         for slot in slots:
             kind = KINDS[slot.kind]
@@ -190,19 +199,28 @@ class ConversationStore:
             text = _text(state) if state is not None else None
             if text == self._stored.get(slot.key) and slot.key not in self._dirty:
                 continue
+            if state is None:
+                self._applied.pop(slot.key, None)
+                ids: list[int] = []
+            else:
+                ids = self._applied.setdefault(slot.key, [])
+                if applied and update_id not in ids:
+                    ids.append(update_id)
+                    del ids[:-APPLIED_KEPT]
             expires = ceil_minute(kind.expires(obj, bot_data)) if state is not None else None
-            writes.append((slot, text, state, expires, update_id))
+            writes.append((slot, text, state, expires, list(ids)))
         return writes
 
-    def _write(self, writes: list[tuple[Slot, str | None, dict[str, Any] | None, datetime | None, int]]) -> None:
+    def _write(self, writes: list[tuple[Slot, str | None, dict[str, Any] | None, datetime | None, list[int]]]
+               ) -> None:
         assert self.keys is not None
         now = self.clock.now()
         with self.sessions.begin() as session:
-            for slot, _, state, expires, update_id in writes:
+            for slot, _, state, expires, applied in writes:
                 if state is None:
                     self.erase(session, slot.kind, slot.pseudonym)
                     continue
-                token = self.keys.seal(json.dumps({"u": update_id, "s": state}, ensure_ascii=False).encode(), now)
+                token = self.keys.seal(json.dumps({"h": applied, "s": state}, ensure_ascii=False).encode(), now)
                 values = {"sealed": token, "key_id": token.partition(".")[0], "expires_at": expires}
                 dialect = session.get_bind().dialect.name
                 maker = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -257,6 +275,7 @@ class ConversationStore:
         for key in [k for k, seen in self._known.items() if seen < cutoff]:
             self._known.pop(key, None)
             self._stored.pop(key, None)
+            self._applied.pop(key, None)
         return gone, resealed
 
     @staticmethod

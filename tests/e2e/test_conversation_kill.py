@@ -27,7 +27,16 @@ from tests.fakebot import FakeBotAPI
 CITIZEN = 5_811_001
 EARLIER = 5_811_002
 LEAD = 7_811_001
+PROBE = 5_811_999
 DISTINCT = "第九十九号窗口的工作人员上班时间一直在打游戏"
+
+
+async def _up(srv: FakeBotAPI) -> None:
+    """The child answers (a start takes seconds on a busy machine)."""
+    probe = srv.user(PROBE, "Probe")
+    mark = len(srv.sent_to(PROBE))
+    srv.push_message(probe, "/help")
+    await srv.wait_for(lambda: len(srv.sent_to(PROBE)) > mark, 90.0, message="the child's first answer")
 
 
 def _settled(srv: FakeBotAPI, deps: Any) -> bool:
@@ -57,6 +66,7 @@ async def test_a_citizen_and_a_lead_continue_their_flows_after_a_kill_9(database
         child = Child(doc, h.clock.offset.total_seconds())
         await child.start()
         try:
+            await _up(srv)
             # A tip to work on, acknowledged; the lead starts recording its outcome.
             await h.report(earlier)
             card = await h.expect(LEAD, "举报 #1")
@@ -85,6 +95,7 @@ async def test_a_citizen_and_a_lead_continue_their_flows_after_a_kill_9(database
 
         await child.start()  # a new process: it has seen neither of them
         try:
+            await _up(srv)
             review = await h.press(citizen, evidence, "完成", expect="核对")
             assert "1 个" in plain(review) and DISTINCT in plain(review)
             review = await h.expect_button(CITIZEN, "提交")
