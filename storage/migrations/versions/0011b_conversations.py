@@ -1,7 +1,7 @@
 """conversations: drafts, guided flows and prompts kept across restarts, sealed
 
 Revision ID: 0011b
-Revises: 0004
+Revises: 0012c
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from alembic import op
 import storage.models
 
 revision: str = "0011b"
-down_revision: str | None = "0004"
+down_revision: str | None = "0012c"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
