@@ -131,7 +131,7 @@ def main() -> None:
                             team_number=None, language="zh-CN", active=True, joined_at=now))
             s.flush()
             ids = list(s.scalars(select(Breach.id).order_by(Breach.id.desc()).limit(args.bulletin_cases)))
-            b = Bulletin(number=999_999, status="draft", period=period, breach_ids=json.dumps(ids), note=None,
+            b = Bulletin(number=999_999, status="draft", period=period, breach_ids=json.dumps(ids), note_enc=None,
                          created_at=now, issued_on=period)
             s.add(b)
             s.flush()
