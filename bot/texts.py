@@ -118,12 +118,12 @@ class Texts:
     def _form(fn: Any, what: str) -> tuple[str, int]:
         """The macro's output as a format string: {0}, {1}, ... where its arguments go."""
         width = len(fn.arguments)
-        pieces = str(fn(*[Markup(f"\x00{i}\x00") for i in range(width)])).split("\x00")
+        pieces = str(fn(*[Markup(f"\x00v{i}\x00") for i in range(width)])).split("\x00")
         literals, fields = pieces[0::2], pieces[1::2]
         blank = str(fn(*[Markup("")] * width))
-        if "".join(literals) != blank or not all(f.isdigit() and int(f) < width for f in fields):
+        if "".join(literals) != blank or not all(f in {f"v{i}" for i in range(width)} for f in fields):
             raise ValueError(f"{what} must print its arguments as they are (no test, loop or filter)")
-        fmt = "".join(lit.replace("{", "{{").replace("}", "}}") + "{" + f + "}" for lit, f in zip(literals, fields))
+        fmt = "".join(lit.replace("{", "{{").replace("}", "}}") + "{" + f[1:] + "}" for lit, f in zip(literals, fields))
         return fmt + literals[-1].replace("{", "{{").replace("}", "}}"), width
 
     def _macro(self, lang: str, stem: str, suffix: str, name: str) -> Any:
