@@ -97,30 +97,36 @@ def case_lines(session: Session, deps: Deps, b: Bulletin) -> list[CaseLine]:
     ids = ids_of(b)
     if not ids:
         return []
-    # Columns through Core, not ORM objects, and the ids as one parameter (_among).
+    # Columns through Core, not ORM objects, the ids as one parameter (_among), the rows
+    # fetched at once and unpacked as tuples: ten thousand cases are read per bulletin.
     conn = session.connection()
     cols = (Breach.id, Breach.unit_key, Breach.person_name, Breach.person_post, Breach.category,
             Breach.breach_number, Breach.occurred_on, Breach.referral, Breach.leader_accountable)
-    breaches = {x.id: x for x in conn.execute(select(*cols).where(_among(session, Breach.id, ids)))}
+    breaches = {r[0]: r for r in conn.execute(select(*cols).where(_among(session, Breach.id, ids))).all()}
     kinds: dict[int, list[str]] = {}
     for breach_id, kind in conn.execute(
         select(RequiredAction.breach_id, RequiredAction.kind).where(_among(session, RequiredAction.breach_id, ids))
         .order_by(RequiredAction.id)
-    ):
-        kinds.setdefault(breach_id, []).append(kind)
+    ).all():
+        found = kinds.get(breach_id)
+        if found is None:
+            kinds[breach_id] = [kind]
+        else:
+            found.append(kind)
     ladder = Ladder.from_config([r.model_dump() for r in deps.config.ladder.rungs])
     lines = []
     for i in ids:
         x = breaches.get(i)
         if x is None:
             continue
-        penalties = kinds.get(i) or list(_ladder_keys(ladder, x.breach_number))
-        if x.referral and "discipline_referral" not in penalties:
+        breach_id, unit_key, name, post, category, number, occurred_on, referral, leader = x
+        penalties = kinds.get(i) or list(_ladder_keys(ladder, number))
+        if referral and "discipline_referral" not in penalties:
             penalties.append("discipline_referral")
-        if x.leader_accountable and "leader_accountability" not in penalties:
+        if leader and "leader_accountability" not in penalties:
             penalties.append("leader_accountability")
-        lines.append(CaseLine(x.id, x.unit_key, x.person_name, x.person_post, x.category, x.breach_number,
-                              tuple(penalties), x.occurred_on.isoformat()))
+        lines.append(CaseLine(breach_id, unit_key, name, post, category, number, tuple(penalties),
+                              occurred_on.isoformat()))
     return lines
 
 
