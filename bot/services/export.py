@@ -200,21 +200,18 @@ class _LocalMinutes:
 
     def __init__(self, tz: Any) -> None:
         self.tz = tz
-        self.seen: dict[tuple[int, int, int, int, int], str] = {}
+        self.seen: dict[Any, str] = {}  # a UTC minute (text or fields) -> its local text
 
     def __call__(self, value: datetime | str) -> str:
-        if value.__class__ is str:  # SQLite's stored UTC text: its first 16 characters name the minute
-            found = self.seen.get(value[:16])  # type: ignore[index]
-            if found is None:
-                found = self._remember(value[:16], datetime.fromisoformat(value[:16]).replace(tzinfo=UTC))  # type: ignore[index, arg-type]
-            return found
+        if isinstance(value, str):  # SQLite's stored UTC text: its first 16 characters name the minute
+            key: Any = value[:16]
+            found = self.seen.get(key)
+            return found if found is not None else self._remember(key, datetime.fromisoformat(key).replace(tzinfo=UTC))
         # every value is in UTC (UTCDateTime): the fields name the minute, and a tuple of
         # them hashes without asking the time zone for its offset as a datetime would
-        minute = (value.year, value.month, value.day, value.hour, value.minute)  # type: ignore[union-attr]
-        found = self.seen.get(minute)
-        if found is None:
-            found = self._remember(minute, value)  # type: ignore[arg-type]
-        return found
+        key = (value.year, value.month, value.day, value.hour, value.minute)
+        found = self.seen.get(key)
+        return found if found is not None else self._remember(key, value)
 
     def _remember(self, key: Any, value: datetime) -> str:
         if len(self.seen) > 200_000:

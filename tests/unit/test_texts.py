@@ -128,7 +128,8 @@ def test_render_each_refuses_a_macro_that_does_more_than_print_its_arguments(tmp
             "{% macro tested(a) %}{% if a %}{{ a }}{% else %}none{% endif %}{% endmacro %}"
             "{% macro filtered(a) %}{{ a|upper }}{% endmacro %}", "utf-8")
     texts = Texts(make_config(), tmp_path)
-    assert texts.render_each("en", "rows", "plain", [("<", 1), ("x", "&")]) == "<i>&lt;</i>{0} 1&lt; {1}\n<i>x</i>{0} &amp;x {1}\n"
+    filled = texts.render_each("en", "rows", "plain", [("<", 1), ("x", "&")])
+    assert filled == "<i>&lt;</i>{0} 1&lt; {1}\n<i>x</i>{0} &amp;x {1}\n"
     for name in ("tested", "filtered"):
         with pytest.raises(ValueError, match="print its arguments as they are"):
             texts.render_each("en", "rows", name, [("",)])
