@@ -4,13 +4,19 @@
 
 1. Claim time: the outbox holds N open rows (a broadcast: N/2 officials x 2 parts, the
    first part of each one due, plus one team group with a backlog of its own). Each
-   measured claim takes up to 16 rows, as the sender does, and is rolled back so the
-   queue stays the same; the median and p95 of 50 claims are printed per N.
+   measured claim takes up to 16 rows as the sender does (leases on the database's
+   clock), and is undone afterwards so the queue stays the same. The median and p95 of
+   50 claims are printed per N: the claim itself (its statement, in a transaction rolled
+   back: what grows with the queue, if anything); the same with the leases that ran out
+   (two statements, as the sender claims once a second); and the claim as the sender
+   makes it, committed on its own connection (the commit's flush to disk included: a
+   cost of the disk, the same at any N).
 2. Event-loop lag (`--lag N`): N officials x 1 message delivered by tipline's sender
    through a fake Bot API on 127.0.0.1 at `--lag-rate` messages a second (30: Telegram's
    pace, as in a real broadcast; 0: as fast as the sender goes), with M more rows open
    behind them (`--lag-open`, default 100,000: the queue of a province's broadcast), while
-   a probe coroutine wakes every 10 ms and records how late it woke: p50, p99, max.
+   a probe coroutine wakes every 10 ms and records how late it woke: p50, p99, max. The
+   fake Bot API runs in a process of its own (as Telegram does: not on this interpreter).
 
 Asserts nothing. On PostgreSQL give a database of its own (`createdb bench_claim`), never
 one that holds data: the bench creates and drops a schema in it.
@@ -22,6 +28,7 @@ import argparse
 import asyncio
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,8 +37,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy import create_engine, func, select, text, update  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
 
 from bot.app import build_deps  # noqa: E402
 from bot.clock import SystemClock  # noqa: E402
@@ -79,18 +87,35 @@ def fill(deps, n_open: int) -> None:  # type: ignore[no-untyped-def]
             session.execute(text("ANALYZE"))
 
 
-def claim_once(deps) -> float:  # type: ignore[no-untyped-def]
-    session = deps.sessions()
-    try:
+def claim_once(deps, claims: outbox.ClaimConnection, held, expired: bool = False,  # type: ignore[no-untyped-def]
+               commit: bool = False) -> float:
+    """One claim: committed on the sender's own connection (`claims`), or its statements
+    alone in a transaction on `held` (a connection kept open: no check-out) rolled back."""
+    if commit:
         t0 = time.perf_counter()
-        session.begin()
-        rows = outbox.claim_due(session, datetime.now(UTC), 16, LEASE)
+        with claims.session() as session:
+            rows = outbox.claim_due(session, datetime.now(UTC), 16, LEASE, lease_now=outbox.DB_CLOCK,
+                                    expired=expired)
         elapsed = time.perf_counter() - t0
-        assert rows, "nothing claimed"
-        return elapsed
-    finally:
-        session.rollback()
-        session.close()
+    else:
+        t0 = time.perf_counter()
+        transaction = held.begin()
+        with Session(bind=held) as session:
+            rows = outbox.claim_due(session, datetime.now(UTC), 16, LEASE, lease_now=outbox.DB_CLOCK,
+                                    expired=expired)
+        elapsed = time.perf_counter() - t0
+        transaction.rollback()
+    assert rows, "nothing claimed"
+    if commit:
+        with deps.sessions.begin() as session:  # as they were: the queue stays the same
+            session.execute(update(OutboxMessage).where(OutboxMessage.id.in_([r.id for r in rows])).values(
+                status="pending", lease_until=None, ready_at=OutboxMessage.next_attempt_at,
+                attempts=OutboxMessage.attempts - 1))
+    return elapsed
+
+
+def p95(times: list[float]) -> float:
+    return times[int(len(times) * 0.95) - 1]
 
 
 def claim_bench(url: str, sizes: list[int]) -> None:
@@ -105,14 +130,46 @@ def claim_bench(url: str, sizes: list[int]) -> None:
             fill(deps, n)
             with deps.sessions.begin() as session:
                 open_rows = session.scalar(select(func.count()).select_from(OutboxMessage))
+            claims = outbox.ClaimConnection(engine)
+            held = engine.connect()
             for _ in range(5):
-                claim_once(deps)
-            times = sorted(claim_once(deps) for _ in range(50))
+                claim_once(deps, claims, held)
+            times = sorted(claim_once(deps, claims, held) for _ in range(50))
+            both = sorted(claim_once(deps, claims, held, expired=True) for _ in range(50))
+            committed = sorted(claim_once(deps, claims, held, commit=True) for _ in range(50))
+            held.close()
+            claims.close()
             engine.dispose()
         if drop is not None:
             drop()  # type: ignore[operator]
         print(f"  {open_rows:>7} open rows: {1000 * statistics.median(times):7.2f} ms   "
-              f"p95 {1000 * times[int(len(times) * 0.95) - 1]:7.2f} ms", flush=True)
+              f"p95 {1000 * p95(times):7.2f} ms   with run-out leases too: {1000 * statistics.median(both):7.2f} ms   "
+              f"p95 {1000 * p95(both):7.2f} ms   committed: {1000 * statistics.median(committed):7.2f} ms   "
+              f"p95 {1000 * p95(committed):7.2f} ms", flush=True)
+
+
+class FakeApiProcess:
+    """The fake Bot API in a process of its own: in a thread of this one it would take the
+    interpreter's lock from the event loop being measured, which Telegram does not."""
+
+    CODE = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from tests.fakebot import FakeBotAPI; "
+        "srv = FakeBotAPI(sys.argv[2], global_per_second=None, per_chat_per_second=None, group_per_minute=None, "
+        "strict_file_ids=False); srv.start_in_thread(); print(srv.base_url, srv.base_file_url, flush=True); "
+        "sys.stdin.read(); print(len(srv.sent), flush=True); srv.stop_thread()"
+    )
+
+    def __init__(self) -> None:
+        root = str(Path(__file__).resolve().parent.parent)
+        self.proc = subprocess.Popen([sys.executable, "-c", self.CODE, root, TOKEN], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.base_url, self.base_file_url = self.proc.stdout.readline().split()
+
+    def stop(self) -> int:
+        """Messages it made."""
+        out, _ = self.proc.communicate("", timeout=60)
+        return int(out.split()[-1])
 
 
 def lag_bench(url: str, n: int, rate: float, behind: int) -> None:
@@ -121,11 +178,7 @@ def lag_bench(url: str, n: int, rate: float, behind: int) -> None:
 
     from bot.ratelimit import PacingRateLimiter
     from bot.sender import OutboxSender
-    from tests.fakebot import FakeBotAPI
-
-    srv = FakeBotAPI(TOKEN, global_per_second=None, per_chat_per_second=None, group_per_minute=None,
-                     strict_file_ids=False)
-    srv.start_in_thread()
+    srv = FakeApiProcess()
     scoped, drop = _schema_url(url)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -146,7 +199,7 @@ def lag_bench(url: str, n: int, rate: float, behind: int) -> None:
                                                     {"text": "later"}) for i in range(behind)],
                                         purpose="broadcast")
 
-            async def go() -> tuple[list[float], float]:
+            async def go() -> tuple[list[float], list[float], float]:
                 bot = ExtBot(TOKEN, base_url=srv.base_url, base_file_url=srv.base_file_url,
                              request=HTTPXRequest(connection_pool_size=64, pool_timeout=30.0),
                              rate_limiter=PacingRateLimiter(global_per_second=rate or 10_000.0,
@@ -161,29 +214,40 @@ def lag_bench(url: str, n: int, rate: float, behind: int) -> None:
                         await asyncio.sleep(0.01)
                         lags.append(loop.time() - t0 - 0.01)
 
+                # The same probe for 5 s with nothing else running: the machine's own lag.
+                probe_task = asyncio.create_task(probe())
+                await asyncio.sleep(5.0)
+                done.set()
+                await probe_task
+                idle = lags[:]
+                lags.clear()
+                done.clear()
                 async with bot:
                     sender = OutboxSender(bot, deps)
                     probe_task = asyncio.create_task(probe())
                     t0 = time.monotonic()
                     sender.start()
-                    while len(srv.sent) < n and time.monotonic() - t0 < 600:
+                    while sender.delivered < n and time.monotonic() - t0 < 600:
                         await asyncio.sleep(0.2)
                     wall = time.monotonic() - t0
                     done.set()
                     await probe_task
                     await sender.stop()
-                return lags, wall
+                return idle, lags, wall
 
-            lags, wall = asyncio.run(go())
+            idle, lags, wall = asyncio.run(go())
             engine.dispose()
     finally:
-        srv.stop_thread()
+        sent = srv.stop()
         if drop is not None:
             drop()  # type: ignore[operator]
     lags.sort()
-    print(f"event-loop lag while delivering {n} rows with {behind} more open ({len(srv.sent)} sent in {wall:.1f} s, "
-          f"{len(srv.sent) / wall:.1f} msg/s, limit {rate or 'none'}): p50 {1000 * lags[len(lags) // 2]:.1f} ms  "
-          f"p99 {1000 * lags[int(len(lags) * 0.99)]:.1f} ms  max {1000 * lags[-1]:.1f} ms", flush=True)
+    idle.sort()
+    print(f"event-loop lag while delivering {n} rows with {behind} more open ({sent} sent in {wall:.1f} s, "
+          f"{sent / wall:.1f} msg/s, limit {rate or 'none'}): p50 {1000 * lags[len(lags) // 2]:.1f} ms  "
+          f"p99 {1000 * lags[int(len(lags) * 0.99)]:.1f} ms  max {1000 * lags[-1]:.1f} ms; the machine's own "
+          f"(the probe alone, 5 s before): p50 {1000 * idle[len(idle) // 2]:.1f} ms  "
+          f"p99 {1000 * idle[int(len(idle) * 0.99)]:.1f} ms  max {1000 * idle[-1]:.1f} ms", flush=True)
 
 
 def main() -> None:

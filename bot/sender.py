@@ -3,8 +3,9 @@
 The sender runs as one asyncio task beside the bot, under `supervise` (restarted if it
 dies; if it keeps dying the process exits non-zero). Its database work (claims, outcomes,
 leases) runs in a worker thread of its own, never on the event loop. It leases due rows,
-sends them through the bot (whose rate limiter paces every request) and records the
-outcomes in short transactions, a batch at a time:
+sends them through the bot (whose rate limiter paces every request) and records each
+outcome the moment Telegram has answered (bot/recorder.py: a thread that commits outcomes
+as they arrive, together only those that arrived together):
 
 - delivered: `sent`, with Telegram's message id (later rows may reply to it or edit it);
 - `RetryAfter`: handed straight back by the limiter (which pauses every request), and
@@ -27,9 +28,13 @@ before the request leaves, the limiter asks the sender whether the lease is stil
 held: it must outlast the longest a request may take (the per-request timeouts below).
 So no other sender can take a row while a request for it may still reach Telegram, and
 only a crash between Telegram's answer and the commit that records it can send a row
-twice. At start on SQLite (one process per database) rows a dead process left `sending`
-wait again at once; on PostgreSQL (several processes) they come back when their short
-lease runs out.
+twice: that commit is the next thing done with the answer (the file id of an upload is
+written in the same transaction), and it waits for nothing but the database. A chat's
+next message becomes due only in the transaction that records its previous one's
+outcome (bot/services/outbox.py: heads), so it is never sent before that is committed.
+At start on SQLite (one process per database) rows a dead process left `sending` wait
+again at once; on PostgreSQL (several processes) they come back when their short lease
+runs out.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ from telegram.error import (
 from bot import liveness
 from bot.deps import Deps
 from bot.ratelimit import SEND_GUARD, retry_after_seconds
+from bot.recorder import Recorder
 from bot.services import outbox
 from bot.services.office import office_targets
 from bot.splitting import has_content
@@ -109,7 +115,8 @@ class Claimed:
     # monotonic moment after which the lease may have less left than one request may take
     safe_until: float = 0.0
     lost: bool = False
-    outcome: Callable[[Session], None] | None = field(default=None, repr=False)  # to record (in a batch)
+    outcome: Callable[[Session], None] | None = field(default=None, repr=False)  # to record
+    file_id: tuple[int, str] | None = None  # (blob, Telegram's file id) of an upload, recorded with it
 
 
 def markup(rows: list[list[dict[str, str]]] | None) -> InlineKeyboardMarkup | None:
@@ -152,13 +159,13 @@ class OutboxSender:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
-        self._recorder_task: asyncio.Task[None] | None = None
-        self._outcomes: list[tuple[Claimed, asyncio.Future[None]]] = []
-        self._record_wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tipline-outbox-db")
+        # Claims: one statement each, on a connection of their own (in their own thread).
+        self._claim_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tipline-outbox-claim")
+        self._claims = outbox.ClaimConnection(deps.sessions.kw["bind"])
         # Outcomes have a thread of their own: the time between Telegram's answer and the
         # commit that records it (the one window for a duplicate) never waits behind a claim.
-        self._record_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tipline-outbox-record")
+        self._recorder: Recorder[Claimed] = Recorder(self._apply)
         self._in_flight: dict[int, Claimed] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._log = ThrottledLog(log)
@@ -179,7 +186,7 @@ class OutboxSender:
             supervise("outbox sender", self.run, on_give_up=self.on_give_up, backoff=self.restart_backoff),
             name="tipline-outbox")
         self._renewer = asyncio.create_task(self._renew_loop(), name="tipline-outbox-leases")
-        self._recorder_task = asyncio.create_task(self._recorder(), name="tipline-outbox-recorder")
+        self._recorder.start()
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -187,26 +194,33 @@ class OutboxSender:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        # Let messages already handed to Telegram finish and be recorded.
+        # Let messages already handed to Telegram finish and be recorded (the leases are
+        # renewed meanwhile); one that cannot be within a lease comes back as after a crash.
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        for helper in (self._renewer, self._recorder_task):
-            if helper is not None:
-                helper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await helper
+            _, late = await asyncio.wait(self._tasks, timeout=self.lease.total_seconds())
+            for task in late:
+                task.cancel()
+        if not await self._recorder.close(timeout=self.request_budget.total_seconds()):
+            log.error("outbox: outcomes not recorded at stop (database unavailable): those messages wait again")
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
         with contextlib.suppress(ValueError):
             self.deps.wake_sender.remove(self.wake)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._record_pool.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(RuntimeError):  # stopped twice
+            self._claim_pool.submit(self._claims.close)
+        self._claim_pool.shutdown(wait=False)
 
     def kill(self) -> None:
         """Stop at once, recording nothing (tests: a crash)."""
-        for task in (self._task, self._renewer, self._recorder_task, *self._tasks):
+        self._recorder.kill()
+        for task in (self._task, self._renewer, *self._tasks):
             if task is not None:
                 task.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._record_pool.shutdown(wait=False, cancel_futures=True)
+        self._claim_pool.shutdown(wait=False, cancel_futures=True)
 
     def wake(self) -> None:
         self._wake.set()
@@ -226,7 +240,8 @@ class OutboxSender:
                     if released:
                         log.warning("outbox: %d messages left in flight by a stopped process wait again", released)
                 free = self.concurrency - len(self._in_flight)
-                claimed = await self._db(self._claim, free) if free > 0 else []
+                claimed = (await asyncio.get_running_loop().run_in_executor(self._claim_pool, self._claim, free)
+                           if free > 0 else [])
             except DB_ERRORS as exc:
                 await self._db_trouble("claim", exc)
                 continue
@@ -268,20 +283,27 @@ class OutboxSender:
         # Leases that ran out (a sender that died) are looked for once a second, not at
         # every claim: the claim is then one statement.
         expired = started - self._expired_checked >= 1.0
-        with self.deps.sessions.begin() as session:
+        with self._claims.session() as session:
             rows = outbox.claim_due(session, now, limit, self.lease, lease_now=outbox.DB_CLOCK,
                                     skip=list(self._in_flight), expired=expired)
-            claimed = []
-            for r in rows:
-                try:
-                    payload = outbox.payload_of(r, self.deps.keyring)
-                except Exception as exc:  # noqa: BLE001 - one unreadable row must not stop the sender
-                    log.error("outbox row %s cannot be read (%s): failed", r.id, type(exc).__name__)
-                    outbox.mark_failed(session, r.id, r.attempts, f"unreadable: {type(exc).__name__}",
-                                       chat_id=r.chat_id)
-                    continue
-                claimed.append(Claimed(r.id, r.chat_id, r.method, payload, r.attempts, r.purpose, r.broadcast_id,
-                                       r.tip_id))
+        claimed = []
+        unreadable = []
+        for r in rows:
+            try:
+                payload = outbox.payload_of(r, self.deps.keyring)
+            except Exception as exc:  # noqa: BLE001 - one unreadable row must not stop the sender
+                log.error("outbox row %s cannot be read (%s): failed", r.id, type(exc).__name__)
+                unreadable.append((r, f"unreadable: {type(exc).__name__}"))
+                continue
+            claimed.append(Claimed(r.id, r.chat_id, r.method, payload, r.attempts, r.purpose, r.broadcast_id,
+                                   r.tip_id))
+        if unreadable:  # leased to this sender: nobody else takes them meanwhile
+            try:
+                with self.deps.sessions.begin() as session:
+                    for r, error in unreadable:
+                        outbox.mark_failed(session, r.id, r.attempts, error, chat_id=r.chat_id)
+            except DB_ERRORS:  # they come back when their lease runs out, and are failed then
+                log.warning("outbox: unreadable rows not marked failed yet (database unavailable)")
         if expired:
             self._expired_checked = started
         safe = started + (self.lease - self.request_budget).total_seconds()
@@ -376,41 +398,13 @@ class OutboxSender:
             return partial(self._done, item, mid)
 
     async def _record(self, item: Claimed) -> None:
-        """Hand the outcome to the recorder and wait until it is committed."""
-        done = asyncio.get_running_loop().create_future()
-        self._outcomes.append((item, done))
-        self._record_wake.set()
-        await done
-
-    async def _recorder(self) -> None:
-        """Records outcomes in batches, one transaction each (not one commit per message);
-        while the database is away, keeps trying (the leases are renewed meanwhile, and
-        nobody else takes those rows)."""
-        backoff = Backoff(base=0.2, cap=10.0)
-        while True:
-            await self._record_wake.wait()
-            self._record_wake.clear()
-            while self._outcomes:
-                batch = self._outcomes[:64]
-                try:
-                    await asyncio.get_running_loop().run_in_executor(
-                        self._record_pool, self._apply, [item for item, _ in batch])
-                except DB_ERRORS as exc:
-                    self._log("db", logging.ERROR, "outbox: database unavailable (%s while recording): retrying",
-                              type(exc).__name__)
-                    await asyncio.sleep(backoff.next_delay())
-                    continue
-                except RuntimeError:  # the worker pool is shut down (stopping, or a crash in tests)
-                    return
-                backoff.reset()
-                del self._outcomes[: len(batch)]
-                for item, done in batch:
-                    self._in_flight.pop(item.id, None)
-                    if not done.done():
-                        done.set_result(None)
-                self._wake.set()
+        """Hand the outcome to the recorder at once and wait until it is committed."""
+        await self._recorder.submit(item)
+        self._in_flight.pop(item.id, None)
+        self._wake.set()  # a slot is free, and the chat's next row may be due
 
     def _apply(self, items: list[Claimed]) -> None:
+        """The outcomes that arrived together, in one transaction (in the recorder's thread)."""
         try:
             with self.deps.sessions.begin() as session:
                 for item in items:
@@ -473,10 +467,12 @@ class OutboxSender:
             return await method(**{field: self._file_ids[blob_id]}, **extra)
         # Upload once: the other chats wait for the file id instead of uploading it again.
         async with self._upload_locks.setdefault(blob_id, asyncio.Lock()):
+            if blob_id in self._file_ids:
+                return await method(**{field: self._file_ids[blob_id]}, **extra)
             media = await self._db(self._blob_media, blob_id)
             message = await method(**{field: media}, **extra)
             if isinstance(media, InputFile):
-                await self._db(self._remember_file_id, blob_id, message)
+                self._remember_file_id(item, blob_id, message)
             return message
 
     def _blob_media(self, blob_id: int) -> str | InputFile:
@@ -494,7 +490,9 @@ class OutboxSender:
                 return blob.telegram_file_id
             return InputFile(blob.content, filename=blob.filename, attach=True)
 
-    def _remember_file_id(self, blob_id: int, message: Message | bool) -> None:
+    def _remember_file_id(self, item: Claimed, blob_id: int, message: Message | bool) -> None:
+        """The other chats use the file id from now on; it is stored with the row's outcome
+        (nothing stands between the answer and the commit that records it)."""
         if not isinstance(message, Message):
             return
         file_id = (message.photo[-1].file_id if message.photo else
@@ -502,9 +500,7 @@ class OutboxSender:
         if file_id is None:
             return
         self._file_ids[blob_id] = file_id
-        with self.deps.sessions.begin() as session:
-            session.execute(update(Blob).where(Blob.id == blob_id, Blob.telegram_file_id.is_(None))
-                            .values(telegram_file_id=file_id))
+        item.file_id = (blob_id, file_id)
 
     def _message_id_of(self, row_id: int) -> int | None:
         with self.deps.sessions.begin() as session:
@@ -518,6 +514,10 @@ class OutboxSender:
     def _done(self, item: Claimed, message_id: int | None, session: Session) -> None:
         if outbox.mark_sent(session, item.id, item.attempts, self.deps.clock.now(), message_id, chat_id=item.chat_id):
             self.delivered += 1
+        if item.file_id is not None:
+            blob_id, file_id = item.file_id
+            session.execute(update(Blob).where(Blob.id == blob_id, Blob.telegram_file_id.is_(None))
+                            .values(telegram_file_id=file_id))
 
     def _retry(self, item: Claimed, delay: float, error: str, session: Session, *, count: bool = True) -> None:
         now = self.deps.clock.now()

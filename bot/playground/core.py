@@ -362,8 +362,14 @@ class Playground:
         """The timer jobs at once, at the new time (they also run on their own timers)."""
         assert self.runtime is not None
         app = self.runtime.app
+        lock: asyncio.Lock | None = app.bot_data.get("schedule_lock")
         for name in ("due-steps", "scheduler-tick"):
             for job in app.job_queue.get_jobs_by_name(name):
+                if name == "scheduler-tick" and lock is not None:
+                    # A tick already running read the clock before the jump, and a tick
+                    # skips while another holds the lock: wait for it, then run at the new time.
+                    async with lock:
+                        pass
                 await job.run(app)
 
     # what the page shows ----------------------------------------------------------------------

@@ -7,13 +7,14 @@ Payloads are encrypted: a card carries tip content.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from bot.security import Keyring
@@ -141,7 +142,7 @@ def enqueue_many(
     return len(values)
 
 
-def payload_of(row: OutboxMessage, keyring: Keyring) -> dict[str, Any]:
+def payload_of(row: Any, keyring: Keyring) -> dict[str, Any]:
     return json.loads(keyring.decrypt(row.payload_enc))
 
 
@@ -153,7 +154,8 @@ CHAT_LOCK_NAMESPACE = 7_384_100  # PostgreSQL advisory locks (namespace, chat) f
 #
 # A chat's messages go out one at a time, in id order: only the oldest open row of a chat
 # (its head) may be sent. The head is marked by `ready_at` (when it may go; NULL for every
-# other row), kept up to date where a chat's head can change: a row queued for a chat with
+# other row, so a row with `ready_at` set is always a `pending` head), kept up to date
+# where a chat's head can change: a row queued for a chat with
 # nothing open becomes its head; a head sent or failed hands over to the chat's next open
 # row (one probe of `ix_outbox_open_chat`). The claim then reads only due heads and run-out
 # leases, through their own indexes: its cost depends on how many rows it takes, not on how
@@ -222,12 +224,18 @@ def db_now(session: Session) -> datetime:
     return datetime.now(UTC)
 
 
+_T = OutboxMessage.__table__
+# What a sender needs of a claimed row (plain rows: no ORM objects to build and track).
+CLAIMED = (_T.c.id, _T.c.chat_id, _T.c.method, _T.c.payload_enc, _T.c.attempts, _T.c.purpose, _T.c.broadcast_id,
+           _T.c.tip_id)
+
+
 DB_CLOCK = "db"  # `claim_due(lease_now=DB_CLOCK)`: leases from the database's own clock
 
 
 def claim_due(session: Session, now: datetime, limit: int, lease: timedelta, *,
               lease_now: datetime | str | None = None, skip: Iterable[int] = (),
-              expired: bool = True) -> list[OutboxMessage]:
+              expired: bool = True) -> list[Any]:
     """Heads due now (oldest first) and rows whose lease ran out, leased to this sender.
 
     `now` is the sender's clock (compared with `ready_at`, which it set); leases are
@@ -238,6 +246,11 @@ def claim_due(session: Session, now: datetime, limit: int, lease: timedelta, *,
     look, which a sender needs only now and then). Each part is one statement, an UPDATE
     of the rows an index range finds (RETURNING them); on PostgreSQL `SKIP LOCKED` lets
     two processes share the work without sending a row twice.
+
+    The heads are found by `ready_at` alone, read in the order of `ix_outbox_ready` (no
+    sort): `ready_at` is set only on pending heads, and a condition on `status` as well
+    would let a planner prefer `ix_outbox_due`, every pending row of the queue (SQLite
+    does so at 100k rows). tests/integration/test_outbox_heads.py checks the plans.
     """
     postgres = is_postgres(session)
     if lease_now is None:
@@ -250,29 +263,58 @@ def claim_due(session: Session, now: datetime, limit: int, lease: timedelta, *,
     rows: list[OutboxMessage] = []
     if expired:
         rows += _take(session, limit, postgres, clock, lease,
-                      (OutboxMessage.lease_until <= clock, OutboxMessage.status == "sending",
-                       *((OutboxMessage.id.not_in(list(skip)),) if skip else ())),
-                      (OutboxMessage.lease_until, OutboxMessage.id))
+                      (_T.c.lease_until <= clock, _T.c.status == "sending",
+                       *((_T.c.id.not_in(list(skip)),) if skip else ())),
+                      (_T.c.lease_until, _T.c.id))
     if len(rows) < limit:
-        rows += _take(session, limit - len(rows), postgres, clock, lease,
-                      (OutboxMessage.ready_at <= now, OutboxMessage.status == "pending"),
-                      (OutboxMessage.ready_at, OutboxMessage.id))
+        rows += _take(session, limit - len(rows), postgres, clock, lease, (_T.c.ready_at <= now,),
+                      (_T.c.ready_at, _T.c.id))
     rows.sort(key=lambda r: r.id)
     return rows
 
 
 def _take(session: Session, limit: int, postgres: bool, clock: Any, lease: timedelta, where: tuple[Any, ...],
-          order: tuple[Any, ...]) -> list[OutboxMessage]:
-    wanted = select(OutboxMessage.id).where(*where).order_by(*order).limit(limit)
+          order: tuple[Any, ...]) -> list[Any]:
+    wanted = select(_T.c.id).where(*where).order_by(*order).limit(limit)
     if postgres:
         wanted = wanted.with_for_update(skip_locked=True)
     taken = (
-        update(OutboxMessage).where(OutboxMessage.id.in_(wanted.scalar_subquery()))
-        .values(status="sending", ready_at=None, lease_until=clock + lease, attempts=OutboxMessage.attempts + 1)
-        .returning(OutboxMessage)
-        .execution_options(synchronize_session=False, populate_existing=True)
+        update(_T).where(_T.c.id.in_(wanted.scalar_subquery()))
+        .values(status="sending", ready_at=None, lease_until=clock + lease, attempts=_T.c.attempts + 1)
+        .returning(*CLAIMED)
     )
-    return list(session.scalars(taken))
+    return list(session.execute(taken))
+
+
+class ClaimConnection:
+    """A connection of the sender's own for its claims, in autocommit mode: a claim is
+    one statement and so its own transaction (no BEGIN and COMMIT round trips, no ping at
+    each check-out from the pool). Used from one thread at a time; after an error it is
+    dropped and the next claim opens a new one."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Connection | None = None
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        if self._conn is None:
+            self._conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            with Session(bind=self._conn) as session:
+                yield session
+        except BaseException:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+                conn.close()
+            raise
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
 
 def renew(session: Session, held: Iterable[tuple[int, int]], until: datetime) -> set[int]:

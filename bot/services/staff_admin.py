@@ -98,7 +98,7 @@ def deactivate(session: Session, deps: Deps, staff_id: int, actor: Actor, now: d
     cancelled = session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.chat_id == staff.telegram_user_id, OutboxMessage.status == "pending")
-        .values(status="failed", last_error=DEACTIVATED_ERROR)
+        .values(status="failed", ready_at=None, last_error=DEACTIVATED_ERROR)  # no longer a head
         .execution_options(synchronize_session=False)
     ).rowcount or 0
     deps.staff_flows.pop(staff.telegram_user_id, None)  # a guided flow in this process ends

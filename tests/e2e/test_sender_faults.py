@@ -283,6 +283,13 @@ async def test_only_a_crash_between_the_answer_and_the_commit_sends_twice(
         a._record = recorded_then_die  # type: ignore[method-assign]
     a.start()
     await asyncio.wait_for(dead.wait(), 10)
+    # The crash happened where it says: before the request left, after Telegram's answer
+    # (the row still in flight in the database), or after the commit that records it.
+    with rig.deps.sessions.begin() as session:
+        status = session.scalar(select(OutboxMessage.status).where(OutboxMessage.dedupe_key == first))
+    answered = Counter(plain_texts(server))[first]
+    assert (status, answered) == {"before_send": ("sending", 0), "after_answer": ("sending", 1),
+                                  "after_commit": ("sent", 1)}[crash_at]
     rig.engine.dispose()
     # The process is gone; a new one starts (on PostgreSQL it waits for the 3 s lease).
     deps, engine = build_deps(rig.deps.config, SystemClock())
