@@ -391,7 +391,8 @@ class UpdateJournal(Base):
     key is destroyed once no unprocessed row needs it. The bare update id stays a while so
     that a re-delivered update is recognised. Times are kept to the minute. A process
     handles a row under a lease (`claimed_by`, `lease_until`, from the database's clock);
-    a failed row waits for `next_attempt_at`.
+    a failed row waits for `next_attempt_at`. `chat_key` names the row's chat under a journal
+    key (never the chat's id), so that one process at a time handles a chat's rows.
     """
 
     __tablename__ = "update_journal"
@@ -405,6 +406,9 @@ class UpdateJournal(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(32))
     lease_until: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime | None]
+    # Which chat the row belongs to, as a tag under the row's journal key (bot/chatorder.py):
+    # keeps one chat's updates in order across processes; erased with the payload.
+    chat_key: Mapped[str | None] = mapped_column(String(80), index=True)
 
 
 class DirectoryVersion(Base):
