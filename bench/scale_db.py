@@ -112,6 +112,7 @@ def build(url: str, tips: int, days: int = 60, seed: int = 1, quiet: bool = Fals
     keyring = Keyring(BENCH_PEPPER, BENCH_DATA_KEY, time_cost=1, memory_kib=64)
     texts = [keyring.encrypt(f"第{i}号：工作日上午窗口无人，群众排队等了半小时，" * 3) for i in range(64)]
     places = [keyring.encrypt(f"便民服务大厅{i}号窗口") for i in range(64)]
+    transferred_to = keyring.encrypt("县纪委")  # typed by staff: stored encrypted
     categories = [c.key for c in config.categories]
     cat_weights = [30, 20, 8, 6, 10, 12, 6, 8][: len(categories)]
     units = [u.key for u in config.units]
@@ -147,7 +148,7 @@ def build(url: str, tips: int, days: int = 60, seed: int = 1, quiet: bool = Fals
                       "ack_due_at", "acknowledged_at", "acknowledged_by", "outcome_due_at", "closed_at"), tip_rows),
             ("tip_events", ("id", "tip_id", "at", "kind", "team_number", "staff_id", "public", "detail_enc"), events),
             ("outcomes", ("id", "tip_id", "outcome", "unit_key", "person_name", "person_post", "breach_category",
-                          "finding_enc", "transferred_to", "attachments_enc", "recorded_by", "recorded_at"), outcomes),
+                          "finding_enc", "transferred_to_enc", "attachments_enc", "recorded_by", "recorded_at"), outcomes),
             ("breaches", ("id", "outcome_id", "tip_id", "person_key", "person_name", "person_post", "unit_key",
                           "category", "occurred_on", "breach_number", "in_bulletin", "referral", "leader_accountable",
                           "bulletin_id", "created_at"), breaches),
@@ -206,7 +207,7 @@ def build(url: str, tips: int, days: int = 60, seed: int = 1, quiet: bool = Fals
             person = f"干部{rng.randrange(tips // 4 + 1)}" if outcome == "verified" else None
             outcomes.append((ids["outcome"], tip_id, outcome, unit if outcome == "verified" else None, person,
                              "科员" if person else None, category if person else None, None,
-                             "县纪委" if outcome == "transferred" else None, None, by, recorded))
+                             transferred_to if outcome == "transferred" else None, None, by, recorded))
             if outcome == "verified":
                 ids["breach"] += 1
                 key = f"{person}|{unit}"

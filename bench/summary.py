@@ -10,7 +10,8 @@ Rows printed (figure, baseline, ratio; medians of --runs):
 - summary compute + send: the scheduled job (figures, text in each language, chart,
   outbox rows for --officials officials), in a transaction rolled back;
 - bulletin job: a draft of --bulletin-cases cases to 5 office members (rendered once)
-  against rendering and splitting it once per member (as before), rolled back.
+  against rendering and splitting it once per member (as before, with today's renderer
+  and splitter), rolled back; then the job's steps timed alone.
 Asserts nothing; the machine is shared: compare the ratios.
 """
 
@@ -131,7 +132,7 @@ def main() -> None:
                             team_number=None, language="zh-CN", active=True, joined_at=now))
             s.flush()
             ids = list(s.scalars(select(Breach.id).order_by(Breach.id.desc()).limit(args.bulletin_cases)))
-            b = Bulletin(number=999_999, status="draft", period=period, breach_ids=json.dumps(ids), note=None,
+            b = Bulletin(number=999_999, status="draft", period=period, breach_ids=json.dumps(ids), note_enc=None,
                          created_at=now, issued_on=period)
             s.add(b)
             s.flush()
@@ -166,6 +167,23 @@ def main() -> None:
             print(f"bulletin: {len(lines):,} cases, {len(targets)} office members, "
                   f"{len(split_html(bulletins.render_message(deps, 'zh-CN', b, lines, draft=True)))} parts")
             row("bulletin draft job", figure, baseline, "<= 0.5 s")
+            # where the job's time goes (one language, as the office members here)
+            html = bulletins.render_message(deps, "zh-CN", b, lines, draft=True)
+            parts = split_html(html)
+
+            def queue() -> None:
+                from bot.services import outbox
+                sp = s.begin_nested()
+                outbox.enqueue_many(s, deps.keyring, now, [
+                    outbox.Row(f"bench:{t.chat_id}:{i}", t.chat_id, "send_message", {"text": p, "buttons": None})
+                    for t in targets for i, p in enumerate(parts)], purpose="bulletin_draft")
+                s.flush()
+                sp.rollback()
+
+            steps = {"read cases": lambda: bulletins.case_lines(s, deps, b),
+                     "render": lambda: bulletins.render_message(deps, "zh-CN", b, lines, draft=True),
+                     "split": lambda: split_html(html), f"queue {len(parts) * len(targets)} rows": queue}
+            print("  " + ", ".join(f"{k} {median_time(fn, args.runs):.3f} s" for k, fn in steps.items()))
         trans.rollback()
     engine.dispose()
 

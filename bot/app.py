@@ -1,7 +1,8 @@
 """Assembly: build the PTB Application with tipline's handlers, limiter and jobs, and run it.
 
-tipline does its own polling (bot/polling.py: journaled, so nothing is lost on a crash)
-and its own outbox delivery (bot/sender.py); PTB's Updater is not used.
+tipline does its own polling (bot/polling.py: journaled, so nothing is lost on a crash),
+or in webhook mode its own receiver (bot/webhook.py: journaled before the HTTP 200), and
+its own outbox delivery (bot/sender.py); PTB's Updater is not used.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from datetime import time, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
 from telegram import BotCommand, Update
 from telegram.constants import ParseMode
-from telegram.error import TelegramError
+from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -35,11 +37,12 @@ from bot.clock import Clock, SystemClock
 from bot.config import LANGUAGES, Config, require_secrets
 from bot.deps import Deps, make_ephemeral_keys, make_keyring, make_router
 from bot.drafts import SessionStore
-from bot.polling import DurablePoller
-from bot.ratelimit import PacingRateLimiter
+from bot.polling import ALLOWED_UPDATES, DurablePoller
+from bot.ratelimit import PacingRateLimiter, retry_after_seconds
 from bot.sender import OutboxSender
-from bot.supervise import LoopGaveUp, ThrottledLog
+from bot.supervise import Backoff, LoopGaveUp, ThrottledLog
 from bot.texts import Texts
+from bot.webhook import WebhookReceiver
 from bot import jobs
 from bot.services import broadcast, schedule
 from handlers import citizen, entry, errors, officials, staff, staff_admin, workflow
@@ -65,11 +68,35 @@ def build_deps(config: Config, clock: Clock | None = None, engine: Engine | None
     return deps, engine
 
 
+class TiplineApplication(Application):  # type: ignore[type-arg]
+    """PTB's Application, with each update's conversations brought in from the database
+    before its handlers run (the first time after a start) and saved after (bot/conversations.py)."""
+
+    async def process_update(self, update: object) -> None:
+        deps: Deps = self.bot_data["deps"]
+        store = deps.conversations
+        if store is None or not isinstance(update, Update):
+            await super().process_update(update)
+            return
+        slots = store.slots(update)
+        if await store.load(self.bot_data, slots, update.update_id):
+            store.skipped += 1  # handled and saved already (before the process died): not twice
+            log.info("update %s was handled already: not handled again", update.update_id)
+            return
+        try:
+            await super().process_update(update)
+        finally:
+            poller = self.bot_data.get("poller")
+            failed = poller is not None and update.update_id in poller.failed_updates  # set by the error handler
+            await store.flush(self.bot_data, slots, update.update_id, applied=not failed)
+
+
 def build_application(deps: Deps) -> Application[Any, Any, Any, Any, Any, Any]:
     cfg = deps.config
     tg = cfg.telegram
     app = (
         ApplicationBuilder()
+        .application_class(TiplineApplication)
         .token(tg.token.get_secret_value())
         .base_url(tg.base_url)
         .base_file_url(tg.base_file_url)
@@ -173,8 +200,13 @@ async def _unknown_command(update: Update, context: Context) -> None:
 
 
 async def _sweep_sessions(context: Context) -> None:
+    """Forget idle sessions in memory; delete expired conversations from the database and
+    re-seal the live ones under the current key (so the journal's upkeep can destroy the old)."""
     deps: Deps = context.bot_data["deps"]
     deps.chats.sweep(deps.clock.now())
+    store = deps.conversations
+    if store is not None:
+        await jobs.guard(context, "conversations").run(lambda: asyncio.to_thread(store.maintain, context.bot_data))
 
 
 async def _scheduler_tick(context: Context) -> None:
@@ -215,6 +247,35 @@ async def _report_progress(context: Context) -> None:
         deps.nudge_sender()
 
 
+async def register_webhook(app: Application[Any, Any, Any, Any, Any, Any], config: Config,
+                           stopping: Callable[[], bool] = lambda: False) -> None:
+    """Tell Telegram where to post updates (retried while Telegram cannot be reached; a refusal
+    raises BadRequest). Pending updates are kept, never dropped, and the webhook is not
+    deleted at shutdown: Telegram holds updates until a process is back."""
+    tg = config.telegram
+    backoff = Backoff(base=1.0, cap=30.0)
+    while True:
+        try:
+            await app.bot.set_webhook(url=tg.webhook_url, secret_token=tg.webhook_secret_token.get_secret_value(),
+                                      allowed_updates=ALLOWED_UPDATES, drop_pending_updates=False,
+                                      max_connections=tg.webhook_max_connections)
+            break
+        except RetryAfter as exc:
+            delay = retry_after_seconds(exc)
+        except (TimedOut, NetworkError) as exc:
+            if isinstance(exc, BadRequest):
+                raise
+            _webhook_log("set", logging.WARNING, "setWebhook failed (%s): retrying", type(exc).__name__)
+            delay = backoff.next_delay()
+        if stopping():
+            return
+        await asyncio.sleep(delay)
+    log.info("webhook set: Telegram posts updates to telegram.webhook_url")
+
+
+_webhook_log = ThrottledLog(log)
+
+
 COMMANDS = ("start", "cancel", "help")  # the menu every chat sees; descriptions come from buttons.txt
 
 
@@ -240,6 +301,9 @@ class Runtime:
                                          job_kwargs={"misfire_grace_time": max(60, int(every * 4)),
                                                      "coalesce": True})
         self._poll_task: asyncio.Task[None] | None = None
+        self.webhook: WebhookReceiver | None = None
+        if config.telegram.mode == "webhook":
+            self.webhook = WebhookReceiver(self.poller, config)
 
     async def start(self) -> None:
         await self.app.initialize()
@@ -251,12 +315,17 @@ class Runtime:
                 code = None if lang == self.config.campaign.default_language else lang.split("-")[0]
                 await self.app.bot.set_my_commands(commands, language_code=code)
         self.sender.start()
-        self._poll_task = asyncio.create_task(self.poller.run(), name="tipline-poller")
+        if self.webhook is not None:
+            await self.webhook.start()  # bound already when `serve` checked the port
+            await register_webhook(self.app, self.config, self.poller._stopping.is_set)
+        self._poll_task = asyncio.create_task(self.poller.run(fetch=self.webhook is None), name="tipline-poller")
         liveness.watch("receiver", self._poll_task)
         liveness.watch("sender", self.sender._task)
 
     async def stop(self) -> None:
         """A graceful stop: finish the update at hand, let in-flight messages land."""
+        if self.webhook is not None:  # the webhook stays set: Telegram keeps updates until a process is back
+            await self.webhook.stop()
         self.poller.stop()
         if self._poll_task is not None:
             with contextlib.suppress(asyncio.CancelledError, LoopGaveUp):
@@ -272,6 +341,8 @@ class Runtime:
         """Die abruptly (tests): tasks cancelled mid-flight, nothing finished or recorded; the
         process's lock on its claims goes, as the operating system drops it on a kill."""
         self.poller.drop_owner_lock()
+        if self.webhook is not None:
+            await self.webhook.stop()
         self.sender.kill()
         if self._poll_task is not None:
             self._poll_task.cancel()
@@ -323,9 +394,20 @@ async def serve(config: Config) -> None:
             except OSError as exc:
                 raise startup.port_error(config, exc) from None
             log.info("health endpoint on http://%s:%s/healthz and /metrics", config.health.listen, health.port)
+        if runtime.webhook is not None:
+            try:
+                await runtime.webhook.start()
+            except OSError as exc:
+                raise startup.webhook_port_error(config, exc) from None
+            log.info("webhook receiver on http://%s:%s%s", config.telegram.webhook_listen, runtime.webhook.port,
+                     config.telegram.webhook_path)
         if not await startup.connect_telegram(runtime.app, stopping):
             return  # stopped before Telegram could be reached
-        await runtime.start()
+        try:
+            await runtime.start()
+        except BadRequest as exc:  # setWebhook refused: the URL needs a person
+            await runtime.stop()
+            raise startup.webhook_refused(exc) from None
         started = True
         log.info("tipline is running as %s", runtime.app.bot.name)  # the bot's own @name, not a user's
         if stopping.is_set():
@@ -335,6 +417,8 @@ async def serve(config: Config) -> None:
         if runtime is not None and started:
             await runtime.stop()
             log.info("tipline stopped")
+        elif runtime is not None and runtime.webhook is not None:
+            await runtime.webhook.stop()
         if health is not None:
             await health.stop()
         engine.dispose()

@@ -18,6 +18,7 @@ A broken file is refused with a message that names the key, e.g.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from datetime import date
 from pathlib import Path
@@ -65,6 +66,30 @@ class TelegramConfig(_Model):
     group_per_minute: float = Field(default=20.0, gt=0, le=6000)
     max_send_attempts: int = Field(default=12, ge=1, le=1000)
     send_lease_seconds: float = Field(default=30.0, ge=3, le=600)
+    # How updates come in: tipline asks for them (getUpdates) or Telegram posts them to a
+    # receiver of tipline's own (bot/webhook.py), journaled before the HTTP 200.
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_listen: str = Field(default="127.0.0.1", min_length=1)
+    webhook_port: int = Field(default=8088, ge=0, le=65535)
+    webhook_url: str = ""
+    webhook_path: str = Field(default="/telegram", pattern=r"^/[A-Za-z0-9/_.~-]*$", max_length=200)
+    webhook_secret_token: SecretStr = SecretStr("")
+    webhook_max_connections: int = Field(default=40, ge=1, le=100)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if value and not re.match(r"^https://[^/\s?#]+(/\S*)?$", value):
+            raise ValueError("must be the public https:// URL Telegram posts to (Telegram accepts no other)")
+        return value
+
+    @field_validator("webhook_secret_token")
+    @classmethod
+    def _secret_token(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", raw):
+            raise ValueError("Telegram allows 1 to 256 characters, only A-Z, a-z, 0-9, _ and -")
+        return value
 
 
 class DatabaseConfig(_Model):
@@ -268,6 +293,7 @@ class OfficialsConfig(_Model):
     bulletin_empty_notice: bool = False
     chart_days: int = Field(default=14, ge=2, le=60)
     progress_seconds: float = Field(default=10.0, gt=0, le=3600)
+    note_prompt_minutes: int = Field(default=30, ge=1, le=24 * 60)
 
 
 class JournalConfig(_Model):
@@ -352,6 +378,7 @@ class Config(_Model):
             raise _KeyedError("health.receive_stale_seconds",
                               f"must be more than telegram.poll_timeout_seconds ({self.telegram.poll_timeout_seconds}): "
                               "a quiet long poll is not a stalled one")
+        _webhook_complete(self.telegram)
         for i, override in enumerate(self.deadlines.overrides):
             if override.category not in categories:
                 raise _KeyedError(f"deadlines.overrides[{i}].category",
@@ -375,6 +402,18 @@ class _KeyedError(ValueError):
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"{key}: {message}")
         self.key = key
+
+
+def _webhook_complete(tg: TelegramConfig) -> None:
+    if tg.mode != "webhook":
+        return
+    if not tg.webhook_url:
+        raise _KeyedError("telegram.webhook_url", "required in webhook mode: the public https:// URL "
+                                                  "Telegram posts to (or TIPLINE_TELEGRAM_WEBHOOK_URL)")
+    if not tg.webhook_secret_token.get_secret_value():
+        raise _KeyedError("telegram.webhook_secret_token",
+                          "required in webhook mode (or TIPLINE_TELEGRAM_WEBHOOK_SECRET_TOKEN): 1 to 256 "
+                          "characters A-Z a-z 0-9 _ -, e.g. from `openssl rand -hex 32`")
 
 
 def _unique(section: str, values: list[Any], field: str = "key") -> None:

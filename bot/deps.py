@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import Clock
 from bot.config import Config
+from bot.conversations import ConversationStore
 from bot.domain.routing import Router, Rule
 from bot.drafts import SessionStore
 from bot.hashing import HashPool
@@ -31,8 +32,12 @@ class Deps:
     # Short-lived keys for data that must become unreadable once done with (bot/sealing.py).
     ephemeral: EphemeralKeys | None = None
     hashes: HashPool | None = None  # the receipt hash's bounded pool (made from the config if not given)
+    # Conversations in progress kept across restarts, sealed under the ephemeral keys.
+    conversations: ConversationStore | None = None
 
     def __post_init__(self) -> None:
+        if self.conversations is None:
+            self.conversations = ConversationStore(self.sessions, self.keyring, self.ephemeral, self.clock)
         if self.hashes is None:
             self.hashes = HashPool(self.keyring, self.config.security.receipt_hash_workers)
 

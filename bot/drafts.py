@@ -1,17 +1,22 @@
-"""Citizens' conversations, held in memory only and keyed by a chat pseudonym.
+"""Citizens' conversations, held in memory and keyed by a chat pseudonym.
 
-Nothing here is ever written to disk: a restart forgets unfinished drafts (the tipster
-is told so), which is the price of keeping no trace of who was typing. Entries expire
-after `ttl`; back-off counters for wrong codes live here too.
+The memory is the cache: bot/conversations.py keeps a sealed copy of each conversation in
+progress (and of each back-off counter) in the database, under the same pseudonym, so a
+restart continues it. Entries expire after `ttl`; back-off counters for wrong codes live
+here too (a day after the last wrong code).
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
+
+from bot import conversations
+from bot.conversations import parse_when, when
 
 
 class Step(StrEnum):
@@ -85,6 +90,9 @@ class Flood:
     warned: bool = False
 
 
+BACKOFF_KEPT = timedelta(days=1)  # a back-off counter is forgotten a day after the last wrong code
+
+
 class SessionStore:
     """Sessions by pseudonym; expired ones are dropped on access and by `sweep`."""
 
@@ -111,13 +119,15 @@ class SessionStore:
     def peek(self, key: str) -> ChatSession | None:
         return self._sessions.get(key)
 
+    def put(self, key: str, session: ChatSession) -> None:
+        self._sessions[key] = session
+
     def sweep(self, now: datetime) -> int:
         """Forget expired sessions and stale counters; returns how many sessions went."""
         stale = [k for k, s in self._sessions.items() if s.touched is None or now - s.touched > self.ttl]
         for key in stale:
             del self._sessions[key]
-        day = timedelta(days=1)
-        for key in [k for k, b in self.backoffs.items() if b.last is None or now - b.last > day]:
+        for key in [k for k, b in self.backoffs.items() if b.last is None or now - b.last > BACKOFF_KEPT]:
             del self.backoffs[key]
         for key in [k for k, f in self.floods.items() if now - f.window_start > timedelta(minutes=5)]:
             del self.floods[key]
@@ -132,3 +142,77 @@ def backoff_wait(failures: int, free: int, base: float, cap: float) -> float:
     if failures < free:
         return 0.0
     return float(min(cap, base * (2 ** (failures - free))))
+
+
+# --- kept across restarts (bot/conversations.py) ----------------------------------------------
+def dump_evidence(items: list[EvidenceItem]) -> list[dict[str, Any]]:
+    return [asdict(i) for i in items]
+
+
+def load_evidence(items: list[dict[str, Any]]) -> list[EvidenceItem]:
+    return [EvidenceItem(**i) for i in items]
+
+
+def dump_session(s: ChatSession) -> dict[str, Any] | None:
+    """A session worth keeping (a draft, a receipt code awaited, a tip opened); None when idle."""
+    if s.step is Step.IDLE:
+        return None
+    draft = None
+    if s.draft is not None:
+        draft = {**asdict(s.draft), "evidence": dump_evidence(s.draft.evidence)}
+    return {"lang": s.lang, "step": s.step.value, "draft": draft, "unit_page": s.unit_page, "tip_id": s.tip_id,
+            "question_id": s.question_id, "open_questions": list(s.open_questions),
+            "addition_text": list(s.addition_text), "addition_evidence": dump_evidence(s.addition_evidence),
+            "touched": when(s.touched)}
+
+
+def load_session(d: dict[str, Any]) -> ChatSession:
+    draft = None
+    if d.get("draft") is not None:
+        draft = Draft(**{**d["draft"], "evidence": load_evidence(d["draft"].get("evidence", []))})
+    return ChatSession(lang=d["lang"], step=Step(d["step"]), draft=draft, unit_page=d.get("unit_page", 0),
+                       tip_id=d.get("tip_id"), question_id=d.get("question_id"),
+                       open_questions=list(d.get("open_questions", [])),
+                       addition_text=list(d.get("addition_text", [])),
+                       addition_evidence=load_evidence(d.get("addition_evidence", [])),
+                       touched=parse_when(d.get("touched")))
+
+
+def _store(bot_data: dict[str, Any]) -> SessionStore:
+    return bot_data["deps"].chats  # type: ignore[no-any-return]
+
+
+def _session_expires(s: ChatSession, bot_data: dict[str, Any]) -> datetime:
+    assert s.touched is not None
+    return s.touched + _store(bot_data).ttl
+
+
+def _dump_backoff(b: Backoff) -> dict[str, Any] | None:
+    if b.last is None:
+        return None
+    return {"failures": b.failures, "not_before": when(b.not_before), "last": when(b.last)}
+
+
+def _load_backoff(d: dict[str, Any]) -> Backoff:
+    return Backoff(failures=int(d["failures"]), not_before=parse_when(d.get("not_before")),
+                   last=parse_when(d.get("last")))
+
+
+def _backoff_expires(b: Backoff, _bot_data: dict[str, Any]) -> datetime:
+    assert b.last is not None
+    return b.last + BACKOFF_KEPT
+
+
+conversations.register(conversations.Kind(
+    "citizen", "chat",
+    get=lambda bot_data, key: _store(bot_data).peek(key),
+    put=lambda bot_data, key, d: _store(bot_data).put(key, load_session(d)),
+    dump=dump_session, expires=_session_expires,
+))
+for _name, _scope in (("backoff", "chat"), ("joinwait", "join")):  # wrong receipt codes; wrong /join codes
+    conversations.register(conversations.Kind(
+        _name, _scope,
+        get=lambda bot_data, key: _store(bot_data).backoffs.get(key),
+        put=lambda bot_data, key, d: _store(bot_data).backoffs.__setitem__(key, _load_backoff(d)),
+        dump=_dump_backoff, expires=_backoff_expires,
+    ))

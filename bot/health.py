@@ -5,7 +5,8 @@ Bound to 127.0.0.1 unless configured otherwise: it is for the machine's own moni
 not for the internet.
 
 /healthz answers 200 when every check passes, else 503, with a JSON body naming each
-check: updates are being received (the poller's loop is running and fetched recently),
+check: updates are being received (the poller's loop is running and fetched recently; in
+webhook mode the receiver is listening, with the time since the last request),
 the outbox sender is running and went round recently, the database answers, the oldest
 unsent message is not older than `health.outbox_stuck_seconds`, and the
 scheduler ticked recently (with the time of the last scheduled run). /metrics is
@@ -28,7 +29,8 @@ from bot.deps import Deps
 
 log = logging.getLogger(__name__)
 
-RECEIVER = "receiver"  # the poller (or a webhook) taking updates in
+RECEIVER = "receiver"  # the poller taking updates in (webhook mode: the journal's sweep)
+WEBHOOK = "webhook"  # the webhook receiver (bot/webhook.py), beating on each authenticated request
 SENDER = "sender"  # the outbox sender
 SCHEDULER = "scheduler"  # the job ticks (due steps, summaries, bulletins)
 DB_TIMEOUT = 5.0
@@ -68,10 +70,20 @@ def _database_checks(deps: Deps) -> tuple[Check, Check, Check]:
     return Check(True, {}), outbox, Check(True, {"last_run": last_run.isoformat() if last_run else None})
 
 
+def _webhook_check() -> Check:
+    """Webhook mode: the receiver listens and journals, and the journal's sweep runs. A quiet
+    hour brings no request, so the time of the last one is told, not judged."""
+    receiving, sweep = liveness.status(WEBHOOK), liveness.status(RECEIVER)
+    ok = receiving.running and sweep.running
+    return Check(ok, {"mode": "webhook", "listening": receiving.running, "journal_sweep_running": sweep.running,
+                      "seconds_since_last_request": None if receiving.age is None else round(receiving.age, 1)})
+
+
 async def checks(deps: Deps) -> dict[str, Check]:
     cfg = deps.config.health
+    webhook = deps.config.telegram.mode == "webhook"
     result = {
-        RECEIVER: _loop_check(RECEIVER, cfg.receive_stale_seconds),
+        RECEIVER: _webhook_check() if webhook else _loop_check(RECEIVER, cfg.receive_stale_seconds),
         SENDER: _loop_check(SENDER, cfg.sender_stale_seconds),
     }
     try:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -194,6 +195,36 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else ""
 
 
+EXCLUSIVE_NAMESPACE = 7_384_300  # PostgreSQL advisory locks held by one process's job run
+NEWS_LOCK = 1
+
+
+async def _news_once(deps: Deps, bot) -> int:  # type: ignore[no-untyped-def]
+    """Several processes on one database (webhook mode): one of them tells the tipsters at a
+    time, so nobody hears the same news twice (the due steps and scheduled runs have their own
+    guards: SKIP LOCKED claims and `scheduled_runs`)."""
+    engine = deps.sessions.kw.get("bind")
+    if engine is None or engine.dialect.name != "postgresql":
+        return await notify.deliver(deps, bot)
+    conn = await asyncio.to_thread(engine.connect)
+    try:
+        mine = await asyncio.to_thread(lambda: bool(conn.scalar(
+            select(func.pg_try_advisory_lock(EXCLUSIVE_NAMESPACE, NEWS_LOCK)))))
+        if not mine:
+            return 0  # another process is at it
+        try:
+            return await notify.deliver(deps, bot)
+        finally:
+            try:
+                await asyncio.to_thread(lambda: conn.scalar(
+                    select(func.pg_advisory_unlock(EXCLUSIVE_NAMESPACE, NEWS_LOCK))))
+            except Exception:  # noqa: BLE001 - a connection that may still hold the lock never goes back
+                conn.invalidate()
+                raise
+    finally:
+        await asyncio.to_thread(conn.close)
+
+
 def guard(context, name: str) -> TickGuard:  # type: ignore[no-untyped-def]
     guards = context.bot_data.setdefault("tick_guards", {})
     if name not in guards:
@@ -207,7 +238,7 @@ async def tick(context) -> None:  # type: ignore[no-untyped-def]
     deps: Deps = context.bot_data["deps"]
     liveness.beat("scheduler")
     handled = await guard(context, "due-step sweep").run(lambda: asyncio.to_thread(sweep_due_steps, deps))
-    told = await guard(context, "news for tipsters").run(lambda: notify.deliver(deps, context.bot))
+    told = await guard(context, "news for tipsters").run(lambda: _news_once(deps, context.bot))
     if handled:
         deps.nudge_sender()
     if handled or told:

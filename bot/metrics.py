@@ -25,6 +25,9 @@ HANDLER_FAILURES = Counter("tipline_handler_failures", "Updates whose handler ra
 TELEGRAM_429 = Counter("tipline_telegram_429", "Requests Telegram answered with 429 RetryAfter", registry=REGISTRY)
 SEND_PAUSE_SECONDS = Counter("tipline_send_pause_seconds",
                              "Seconds every request was paused for Telegram's RetryAfter", registry=REGISTRY)
+WEBHOOK_REQUESTS = Counter("tipline_webhook_requests",
+                           "Requests to the webhook receiver, by outcome (accepted, duplicate, unauthorized, "
+                           "bad_request, unreadable, not_found, journal_failed)", ["outcome"], registry=REGISTRY)
 SCHEDULED_RUNS = Counter("tipline_scheduled_runs", "Scheduled runs done by this process (summary, bulletin)",
                          ["job"], registry=REGISTRY)
 

@@ -44,7 +44,8 @@ from telegram import Update
 from telegram.error import Conflict, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application
 
-from bot import liveness, metrics
+from bot import chatorder, liveness, metrics
+from bot.conversations import ConversationStore
 from bot.deps import Deps, make_ephemeral_keys
 from bot.minimal import chat_of, minimal_update
 from bot.ratelimit import retry_after_seconds
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 OFFSET_KEY = "poll_offset"
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
 CLAIM_BATCH = 500
+DONE_REMEMBERED = 10_000
 
 
 def to_minute(moment: datetime) -> datetime:
@@ -89,6 +91,10 @@ class DurablePoller:
         self._queues: dict[tuple[str, int], deque[Entry]] = {}
         self._runners: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._in_hand: set[int] = set()
+        # Handled here lately: a sweep that read an entry just before it was recorded does not
+        # bring it back (several paths claim for this process: receiver, sweep, the chat's chain).
+        self._done_ids: set[int] = set()
+        self._done_order: deque[int] = deque()
         self._next_offset: int | None = None
         self._attempts: dict[int, int] = {}  # failed runs here, to time the next sweep
         self._owner_fd: int | None = None
@@ -174,36 +180,102 @@ class DurablePoller:
         stmt = maker(model).values(**values).on_conflict_do_nothing(index_elements=conflict_on).returning(column)
         return session.execute(stmt).first() is not None
 
-    def journal(self, updates: list[Update]) -> list[Entry]:
-        """Save a fetched batch and the next offset, claimed by this process; returns the
-        entries new to the journal (in update_id order)."""
+    def journal(self, updates: list[Update] | list[dict], *, advance_offset: bool = True) -> list[Entry]:
+        """Save a batch (and, when polling, the next offset); returns the entries to handle here
+        (in update_id order): the new ones of chats no other live process has."""
+        return self.journal_batch(updates, advance_offset=advance_offset)[0]
+
+    def journal_batch(self, updates: list[Update] | list[dict], *, advance_offset: bool = True
+                      ) -> tuple[list[Entry], set[int]]:
+        """`journal`, also returning the ids new to the journal (the others were delivered twice)."""
         if not updates:
-            return []
+            return [], set()
         self._hold_owner_lock()
         now = self.deps.clock.now()
+        raw: dict[int, dict] = {}
+        for u in updates:
+            data = u if isinstance(u, dict) else u.to_dict()
+            raw.setdefault(int(data["update_id"]), data)
+        prepared = []
+        for update_id in sorted(raw):
+            data = minimal_update(raw[update_id])
+            prepared.append((update_id, data, chat_of(data)))
+        key_ids = self.keys.key_ids()
+        tags = {chat: chatorder.candidate_tags(self.keys, chat, now, key_ids) for _, _, chat in prepared}
         fresh: list[Entry] = []
-        seen: set[int] = set()
+        new_ids: set[int] = set()
         with self.deps.sessions.begin() as session:
-            lease_until = db_now(session) + self._lease
-            for u in sorted(updates, key=lambda x: x.update_id):
-                if u.update_id in seen:
-                    continue
-                seen.add(u.update_id)
-                data = minimal_update(u.to_dict())
+            chatorder.lock(session, [t for chat_tags in tags.values() for t in chat_tags])
+            db = db_now(session)
+            lease_until = db + self._lease
+            for update_id, data, chat in prepared:
+                existing = list(session.scalars(
+                    select(UpdateJournal).where(UpdateJournal.chat_key.in_(tags[chat]),
+                                                UpdateJournal.processed_at.is_(None))
+                    .order_by(UpdateJournal.update_id)))
+                if any(r.update_id == update_id for r in existing):
+                    continue  # delivered twice, still waiting
+                held = self._held_by_others(existing, db)
                 token = self.keys.seal(json.dumps(data, ensure_ascii=False).encode(), now)
                 new = self._insert(session, UpdateJournal, {
-                    "update_id": u.update_id, "payload_enc": token, "key_id": token.partition(".")[0],
+                    "update_id": update_id, "payload_enc": token, "key_id": token.partition(".")[0],
                     "received_at": to_minute(now), "attempts": 0,
-                    "claimed_by": self.owner, "lease_until": lease_until,
+                    "claimed_by": None if held else self.owner, "lease_until": None if held else lease_until,
+                    "chat_key": existing[0].chat_key if existing else tags[chat][0],
                 }, ["update_id"])
-                if new:  # else: delivered twice, journaled already (maybe by another poller)
-                    fresh.append(Entry(u.update_id, data, chat_of(data)))
-            next_offset = max(seen) + 1
-            self._insert(session, KeyValue, {"key": OFFSET_KEY, "value": str(next_offset)}, ["key"])
-            session.execute(update(KeyValue)
-                            .where(KeyValue.key == OFFSET_KEY, cast(KeyValue.value, BigInteger) < next_offset)
-                            .values(value=str(next_offset)))
-        return fresh
+                if not new:  # delivered twice, handled already (maybe by another process)
+                    continue
+                new_ids.add(update_id)
+                if held:  # another process has this chat: it takes the row up after the one it has
+                    continue
+                fresh.extend(self._take(session, existing, db, lease_until))
+                fresh.append(Entry(update_id, data, chat))
+            if advance_offset:
+                next_offset = max(raw) + 1
+                self._insert(session, KeyValue, {"key": OFFSET_KEY, "value": str(next_offset)}, ["key"])
+                session.execute(update(KeyValue)
+                                .where(KeyValue.key == OFFSET_KEY, cast(KeyValue.value, BigInteger) < next_offset)
+                                .values(value=str(next_offset)))
+        fresh.sort(key=lambda e: e.update_id)
+        return fresh, new_ids
+
+    # one chat at a time across processes (bot/chatorder.py) ------------------------------------
+    def _held_by_others(self, rows: list[UpdateJournal], now: datetime) -> bool:
+        """Whether another live process holds one of these rows (of one chat)."""
+        owners = {r.claimed_by for r in rows if r.claimed_by and r.claimed_by != self.owner
+                  and r.lease_until is not None and r.lease_until >= now}
+        return bool(owners - self._dead_owners(owners))
+
+    def _take(self, session, rows: list[UpdateJournal], now: datetime,  # type: ignore[no-untyped-def]
+              lease_until: datetime) -> list[Entry]:
+        """Claim the rows (of a chat nobody else holds) that are due and not this process's yet."""
+        taken: list[Entry] = []
+        for row in rows:
+            if row.claimed_by == self.owner or row.payload_enc is None:
+                continue
+            if row.next_attempt_at is not None and row.next_attempt_at > now:
+                continue
+            row.claimed_by, row.lease_until = self.owner, lease_until
+            try:
+                data = self._open(row)
+            except (SealError, DecryptionError, ValueError):
+                log.error("journal entry %s cannot be opened (its key is gone): given up", row.update_id)
+                self.given_up += 1
+                self._erase(row)
+                continue
+            taken.append(Entry(row.update_id, data, chat_of(data)))
+        return taken
+
+    def _next_of_chat(self, session, tag: str) -> list[Entry]:  # type: ignore[no-untyped-def]
+        """After a row of the chat was recorded: the chat's rows that came meanwhile (left for
+        this process by another one), unless another live process holds the chat."""
+        now = db_now(session)
+        rows = list(session.scalars(select(UpdateJournal)
+                                    .where(UpdateJournal.chat_key == tag, UpdateJournal.processed_at.is_(None))
+                                    .order_by(UpdateJournal.update_id)))
+        if not rows or self._held_by_others(rows, now):
+            return []
+        return self._take(session, rows, now, now + self._lease)
 
     def pending(self) -> list[int]:
         with self.deps.sessions.begin() as session:
@@ -243,9 +315,11 @@ class DurablePoller:
                      .order_by(UpdateJournal.update_id).limit(CLAIM_BATCH))
             if session.get_bind().dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
-            for row in session.scalars(query):
-                if row.update_id in in_hand:
-                    continue
+            rows = [row for row in session.scalars(query) if row.update_id not in in_hand]
+            blocked = self._blocked_chats(session, rows, now, dead)
+            for row in rows:
+                if row.chat_key in blocked and row.claimed_by != self.owner:
+                    continue  # another process has the chat (or is deciding about it)
                 row.claimed_by, row.lease_until = self.owner, lease_until
                 try:
                     data = self._open(row) if row.payload_enc is not None else None
@@ -263,6 +337,24 @@ class DurablePoller:
             log.error("journal entry %s cannot be opened (its key is gone): given up", update_id)
         return entries, lost
 
+    def _blocked_chats(self, session, rows: list[UpdateJournal], now: datetime,  # type: ignore[no-untyped-def]
+                       dead: set[str]) -> set[str]:
+        """The chats among `rows` this sweep must leave alone: held by another live process,
+        or locked by one deciding about them right now."""
+        tags = sorted({r.chat_key for r in rows if r.chat_key})
+        blocked = {t for t in tags if not chatorder.try_lock(session, t)}
+        free = [t for t in tags if t not in blocked]
+        for start in range(0, len(free), 200):
+            for tag, owner in session.execute(
+                select(UpdateJournal.chat_key, UpdateJournal.claimed_by).distinct()
+                .where(UpdateJournal.chat_key.in_(free[start:start + 200]), UpdateJournal.processed_at.is_(None),
+                       UpdateJournal.claimed_by.is_not(None), UpdateJournal.claimed_by != self.owner,
+                       UpdateJournal.lease_until >= now)
+            ):
+                if owner not in dead:
+                    blocked.add(tag)
+        return blocked
+
     def _erase(self, row: UpdateJournal) -> None:
         row.processed_at = to_minute(self.deps.clock.now())
         row.payload_enc = None  # the sender's chat goes with it
@@ -270,25 +362,36 @@ class DurablePoller:
         row.claimed_by = None
         row.lease_until = None
         row.next_attempt_at = None
+        row.chat_key = None
 
     def finish(self, update_id: int, failed: bool) -> str:
         """Record the outcome of a handler run: "done", "retry" or "given_up"."""
+        return self.finish_and_next(update_id, failed)[0]
+
+    def finish_and_next(self, update_id: int, failed: bool) -> tuple[str, list[Entry]]:
+        """`finish`, and the chat's rows another process left for this one meanwhile."""
         with self.deps.sessions.begin() as session:
             row = session.get(UpdateJournal, update_id)
             if row is None or row.processed_at is not None:
-                return "done"
+                return "done", []
+            tag = row.chat_key
+            if tag:
+                chatorder.lock(session, [tag])
+            outcome = "done"
             if failed:
                 row.attempts += 1
+                outcome = "given_up"
                 if row.attempts < self.cfg.max_attempts:
                     delay = self.cfg.retry_seconds * 2 ** (row.attempts - 1)
                     row.next_attempt_at = db_now(session) + timedelta(seconds=delay)
-                    return "retry"
+                    outcome = "retry"
             attempts = row.attempts
-            self._erase(row)
-        if failed:
+            if outcome != "retry":
+                self._erase(row)
+            following = self._next_of_chat(session, tag) if tag else []
+        if outcome == "given_up":
             log.error("journal entry %s given up after %d failed attempts", update_id, attempts)
-            return "given_up"
-        return "done"
+        return outcome, following
 
     # maintenance -----------------------------------------------------------------------
     def prune(self) -> int:
@@ -311,10 +414,17 @@ class DurablePoller:
             needed = set(session.scalars(select(UpdateJournal.key_id).distinct()
                                          .where(UpdateJournal.payload_enc.is_not(None),
                                                 UpdateJournal.key_id.is_not(None))))
+            # A chat's tag names its key: kept while an unprocessed row carries it (bot/chatorder.py).
+            for tag in session.scalars(select(UpdateJournal.chat_key).distinct()
+                                       .where(UpdateJournal.processed_at.is_(None),
+                                              UpdateJournal.chat_key.is_not(None))):
+                needed.add(chatorder.key_id_of_tag(tag))
             # A receipt waiting for delivery is sealed under the same keys (bot/services/receipts.py).
             for token in session.scalars(select(PendingReceipt.sealed)):
                 with contextlib.suppress(SealError):
                     needed.add(key_id_of(token))
+            # So are conversations in progress (bot/conversations.py; re-sealed by their own job).
+            needed |= ConversationStore.key_ids(session)
         return self.keys.destroy_unneeded(self.deps.clock.now(), needed)
 
     def maintain(self) -> tuple[int, list[str]]:
@@ -334,9 +444,13 @@ class DurablePoller:
         return update_id not in self._attempts
 
     # handling ----------------------------------------------------------------------------
+    def accept(self, entries: list[Entry]) -> None:
+        """Handle entries journaled by a receiver of this process (bot/webhook.py)."""
+        self._enqueue(entries)
+
     def _enqueue(self, entries: list[Entry]) -> None:
         for entry in entries:
-            if entry.update_id in self._in_hand:
+            if entry.update_id in self._in_hand or entry.update_id in self._done_ids:
                 continue
             self._in_hand.add(entry.update_id)
             self._queues.setdefault(entry.chat, deque()).append(entry)
@@ -380,7 +494,7 @@ class DurablePoller:
         backoff = Backoff(base=0.5, cap=10.0)
         while True:
             try:
-                outcome = await asyncio.to_thread(self.finish, entry.update_id, failed)
+                outcome, following = await asyncio.to_thread(self.finish_and_next, entry.update_id, failed)
                 break
             except Exception as exc:  # noqa: BLE001 - the database is away: keep the result, retry
                 self._tlog("record", logging.WARNING, "journal: recording a handled update failed (%s); retrying",
@@ -388,6 +502,12 @@ class DurablePoller:
                 if self._stopping.is_set() and backoff.attempts > 3:
                     return  # left claimed: handled again after a restart
                 await asyncio.sleep(backoff.next_delay())
+        if outcome != "retry":
+            self._done_ids.add(entry.update_id)
+            self._done_order.append(entry.update_id)
+            if len(self._done_order) > DONE_REMEMBERED:
+                self._done_ids.discard(self._done_order.popleft())
+        self._enqueue(following)  # the chat's queue is still running: they follow in order
         if outcome == "done":
             self.processed += 1
             self._attempts.pop(entry.update_id, None)
@@ -403,13 +523,23 @@ class DurablePoller:
             self.given_up += 1
 
     # loops ---------------------------------------------------------------------------------
-    async def run(self) -> None:
-        """Fetch and handle side by side until stopped. Raises `LoopGaveUp` if a loop keeps dying."""
+    async def run(self, fetch: bool = True) -> None:
+        """Fetch (unless updates come by webhook: bot/webhook.py) and handle side by side until
+        stopped. Raises `LoopGaveUp` if a loop keeps dying."""
         self._hold_owner_lock()
         sweeper = asyncio.create_task(supervise("update journal sweep", self._sweep_loop,
                                                 backoff=self.restart_backoff()), name="tipline-sweep")
         try:
-            await supervise("poller", self._fetch_loop, backoff=self.restart_backoff())
+            if fetch:
+                await supervise("poller", self._fetch_loop, backoff=self.restart_backoff())
+            else:
+                stopped = asyncio.create_task(self._stopping.wait())
+                try:
+                    await asyncio.wait({sweeper, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stopped.cancel()
+                if sweeper.done() and not sweeper.cancelled() and isinstance(sweeper.exception(), LoopGaveUp):
+                    raise sweeper.exception()  # type: ignore[misc]
         except (asyncio.CancelledError, LoopGaveUp):  # killed, or gave up: the journal keeps the rest
             await self._cancel(sweeper)
             raise

@@ -16,12 +16,15 @@ needs, destroyed by the next run.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from bot import chatorder
+from bot.minimal import chat_of
 from bot.sealing import EphemeralKeys, KeyGone, SealError, key_id_of
 from storage.models import PendingReceipt, UpdateJournal
 
@@ -48,6 +51,7 @@ def reseal_expired(session: Session, keys: EphemeralKeys, now: datetime) -> int:
         if token is not None:
             row.payload_enc, row.key_id = token, key_id_of(token)
             moved += 1
+    moved += _retag_chats(session, keys, expired, now)
     receipts = select(PendingReceipt)
     if postgres:
         receipts = receipts.with_for_update()
@@ -64,6 +68,33 @@ def reseal_expired(session: Session, keys: EphemeralKeys, now: datetime) -> int:
     if moved:
         log.info("re-sealed %d stored tokens under the current journal key", moved)
     return moved
+
+
+def _retag_chats(session: Session, keys: EphemeralKeys, expired: list[str], now: datetime) -> int:
+    """A chat's unprocessed rows share a tag under the key of its oldest row (bot/chatorder.py):
+    a tag under an expired key would keep that key alive, so the chat takes its current tag."""
+    stale: dict[str, str] = {}
+    for tag, payload in session.execute(
+            select(UpdateJournal.chat_key, UpdateJournal.payload_enc)
+            .where(UpdateJournal.processed_at.is_(None), UpdateJournal.chat_key.is_not(None),
+                   UpdateJournal.payload_enc.is_not(None))):
+        if tag in stale or chatorder.key_id_of_tag(tag) not in expired:
+            continue
+        try:
+            chat = chat_of(json.loads(keys.open(payload)))
+        except (SealError, ValueError, KeyError, TypeError):
+            continue
+        stale[tag] = chatorder.current_tag(keys, chat, now)
+    if not stale:
+        return 0
+    chatorder.lock(session, [*stale, *stale.values()])
+    retagged = 0
+    for old, new in stale.items():
+        result = session.execute(update(UpdateJournal).where(UpdateJournal.chat_key == old,
+                                                              UpdateJournal.processed_at.is_(None))
+                                 .values(chat_key=new))
+        retagged += result.rowcount or 0
+    return retagged
 
 
 def _reseal(keys: EphemeralKeys, token: str, now: datetime) -> str | None:

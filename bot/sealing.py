@@ -27,6 +27,8 @@ time is over for everyone (the ``.until`` file is shared).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import os
 import secrets
 import stat
@@ -67,6 +69,7 @@ class EphemeralKeys:
         self.rotate = rotate
         self._lock = threading.Lock()
         self._fernets: dict[str, Fernet] = {}
+        self._secrets: dict[str, bytes] = {}  # the key files' bytes, for `tag`
         self._current: tuple[datetime, str] | None = None  # (period start, key id)
 
     # the directory ----------------------------------------------------------------------
@@ -120,6 +123,7 @@ class EphemeralKeys:
                 os.close(fd)
             self._sync_directory()
             self._fernets[key_id] = Fernet(key)
+            self._secrets[key_id] = key
             self._current = (start, key_id)
             return key_id
 
@@ -135,6 +139,15 @@ class EphemeralKeys:
         except (InvalidToken, ValueError) as exc:
             raise SealError("the token does not open with its key") from exc
 
+    def tag(self, key_id: str, data: bytes) -> str:
+        """A keyed digest of `data` under key `key_id` (``<key id>:<hex>``): the same data gives
+        the same tag while the key lives; once it is destroyed nobody can tell what was tagged."""
+        self._fernet(key_id)  # KeyGone if destroyed
+        secret = self._secrets.get(key_id)
+        if secret is None:
+            raise KeyGone(f"key {key_id} has been destroyed")
+        return f"{key_id}:{hmac.new(secret, b'tag:' + data, hashlib.sha256).hexdigest()[:32]}"
+
     def _fernet(self, key_id: str) -> Fernet:
         fernet = self._fernets.get(key_id)
         if fernet is not None:
@@ -146,6 +159,7 @@ class EphemeralKeys:
         fernet = Fernet(key.strip())
         with self._lock:
             self._fernets[key_id] = fernet
+            self._secrets[key_id] = key.strip()
         return fernet
 
     # lifetime ---------------------------------------------------------------------------
@@ -196,6 +210,7 @@ class EphemeralKeys:
         path = self._path(key_id, KEY_SUFFIX)
         with self._lock:
             self._fernets.pop(key_id, None)
+            self._secrets.pop(key_id, None)
             if self._current is not None and self._current[1] == key_id:
                 self._current = None
             with contextlib.suppress(FileNotFoundError):

@@ -4,7 +4,7 @@ stderr and a non-zero exit status, never a traceback.
     2  the configuration (a key named; also for the other commands)
     3  the database cannot be opened, or its schema is newer than this tipline
     4  Telegram refused the bot token (401)
-    5  the health endpoint's port is in use (or the address cannot be used)
+    5  the health endpoint's or the webhook receiver's port is in use (or the address cannot be used)
 
 Telegram unreachable at start is not fatal: tipline retries with back-off and says so
 once a minute until it gets through (or is stopped).
@@ -100,6 +100,21 @@ def port_error(config: Config, exc: OSError) -> StartupError:
                             "program); choose another with health.port or TIPLINE_HEALTH_PORT", EXIT_PORT)
     return StartupError(f"health.listen: cannot listen on {cfg.listen}:{cfg.port}: "
                         f"{exc.strerror or _first_line(exc)}", EXIT_PORT)
+
+
+def webhook_port_error(config: Config, exc: OSError) -> StartupError:
+    tg = config.telegram
+    if exc.errno == errno.EADDRINUSE:
+        return StartupError(f"telegram.webhook_port: {tg.webhook_listen}:{tg.webhook_port} is already in use "
+                            "(another tipline, or another program); choose another with telegram.webhook_port or "
+                            "TIPLINE_TELEGRAM_WEBHOOK_PORT", EXIT_PORT)
+    return StartupError(f"telegram.webhook_listen: cannot listen on {tg.webhook_listen}:{tg.webhook_port}: "
+                        f"{exc.strerror or _first_line(exc)}", EXIT_PORT)
+
+
+def webhook_refused(exc: TelegramError) -> StartupError:
+    return StartupError(f"telegram.webhook_url: Telegram refused the webhook ({_first_line(exc)}); check "
+                        "telegram.webhook_url (a public https:// URL on port 443, 80, 88 or 8443)", EXIT_CONFIG)
 
 
 async def connect_telegram(app: Application, stopping: asyncio.Event, *,  # type: ignore[type-arg]

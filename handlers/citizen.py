@@ -1,8 +1,9 @@
 """Citizens' private chat: report a tip step by step, come back with a receipt code.
 
 Thin by design: parse the update, keep the step in the pseudonymous SessionStore,
-call a service, render a template, reply. Nothing about the citizen is written anywhere:
-the session key is an HMAC of the chat id and lives in memory only.
+call a service, render a template, reply. Nothing that identifies the citizen is written
+anywhere: the session key is an HMAC of the chat id, and the copy of a conversation in
+progress kept across restarts (bot/conversations.py) is filed under it, sealed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import timedelta
 from sqlalchemy.orm import Session
 from telegram import Update
 
+from bot.conversations import ConversationStore
 from bot.deps import Deps
 from bot.domain.receipt import parse_receipt
 from bot.drafts import Backoff, ChatSession, Draft, EvidenceItem, Flood, Step, backoff_wait
@@ -211,6 +213,7 @@ async def add_to_addition(update: Update, context: Context, s: ChatSession,
 class CitizenChannel(flow.Channel):
     prefix = "c"
     kind = "citizen"
+    conversation = "citizen"
 
     async def review(self, update: Update, context: Context, s: ChatSession, rows: list[list[Button]]) -> None:
         deps = deps_of(context)
@@ -433,6 +436,7 @@ async def btn_add_send(update: Update, context: Context, s: ChatSession, _arg: s
     with deps.sessions.begin() as session:
         ok = followup.add_information(session, deps, s.tip_id, list(s.addition_text), list(s.addition_evidence),
                                       deps.clock.now(), question_id=s.question_id)
+        ConversationStore.erase(session, "citizen", chat_key(deps, update))  # sent: nothing to send twice
     deps.nudge_sender()
     tip_id = s.tip_id
     reset(s)

@@ -4,13 +4,14 @@ The intake flow of handlers/intake.py with the channel step first: channel → c
 unit → when and where → what was said → attachments (a scanned letter, ...) → review →
 submit → the caller's receipt code, shown once. Only active office members may start or
 submit. Their state is kept in memory keyed by their Telegram id (staff are not
-anonymous); nothing about the caller is asked for or kept. While an entry is open, the
+anonymous), and sealed in the database by bot/conversations.py so that a restart
+continues it; nothing about the caller is asked for or kept. While an entry is open, the
 member's messages and /cancel come here rather than to the citizens' chat.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -23,9 +24,10 @@ from telegram.ext import (
     filters,
 )
 
+from bot import conversations
 from bot.clock import Clock
 from bot.deps import Deps
-from bot.drafts import ChatSession, Draft
+from bot.drafts import ChatSession, Draft, dump_session, load_session
 from bot.services import entry as entry_service
 from bot.services import intake, receipts
 from bot.services.outbox import Button
@@ -61,6 +63,12 @@ class EntryStore:
         if entry is not None:
             entry.touched = now
         return entry, False
+
+    def peek(self, user_id: int) -> ChatSession | None:
+        return self._entries.get(user_id)
+
+    def put(self, user_id: int, entry: ChatSession) -> None:
+        self._entries[user_id] = entry
 
     def drop(self, user_id: int) -> ChatSession | None:
         entry = self._entries.pop(user_id, None)
@@ -113,6 +121,19 @@ def store_of(context: Context) -> EntryStore:
     return context.bot_data["entries"]
 
 
+def _entry_expires(entry: ChatSession, bot_data: dict[str, Any]) -> datetime:
+    assert entry.touched is not None
+    return entry.touched + bot_data["entries"].ttl
+
+
+conversations.register(conversations.Kind(
+    "entry", "user",
+    get=lambda bot_data, user_id: bot_data["entries"].peek(user_id),
+    put=lambda bot_data, user_id, d: bot_data["entries"].put(user_id, load_session(d)),
+    dump=dump_session, expires=_entry_expires,
+))
+
+
 def _office_lang(deps: Deps, user_id: int) -> str | None:
     """The office member's language, or None if the user is not an active office member."""
     with deps.sessions.begin() as session:
@@ -124,6 +145,7 @@ def _office_lang(deps: Deps, user_id: int) -> str | None:
 class OfficeChannel(flow.Channel):
     prefix = "e"
     kind = "office"
+    conversation = "entry"
     fields = ("channel", "category", "unit", "place", "text", "evidence")
     messages = {name: f"entry_{name}" for name in (
         "choose_channel", "choose_category", "choose_unit", "ask_place", "ask_text", "ask_evidence",

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from telegram import Bot, CallbackQuery, Message, Update
 from telegram.error import BadRequest, Forbidden, TelegramError
 
+from bot.conversations import ConversationStore
 from bot.deps import Deps
 from bot.domain.receipt import format_receipt, new_receipt_code
 from bot.domain.text import normalise_opt
@@ -46,6 +47,7 @@ class Channel:
 
     prefix = ""  # callback data prefix
     kind = ""  # the receipt's kind: citizen | office
+    conversation = ""  # the kind its draft is kept as (bot/conversations.py)
     fields: tuple[str, ...] = ("category", "unit", "place", "text", "evidence")  # editable, in order
     messages: dict[str, str] = {}  # the flow's message name -> this channel's macro
 
@@ -452,6 +454,8 @@ async def btn_submit(update: Update, context: Context, ch: Channel, s: ChatSessi
     try:
         with deps.sessions.begin() as session:
             stored = ch.store(session, update, context, s, draft, new, digest)
+            # The draft goes with the tip it became: a restart after this commit finds no draft.
+            ConversationStore.erase(session, ch.conversation, deps.keyring.pseudonym("chat", chat.id))
             if stored is not None:
                 tip_id, team = stored
                 receipt = receipts.Receipt(chat_id=chat.id, code=format_receipt(code), lang=s.lang, kind=ch.kind,

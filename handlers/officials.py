@@ -4,6 +4,8 @@ Publish / Edit note / Hold buttons on a bulletin draft."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from telegram import CallbackQuery, Update
@@ -12,6 +14,8 @@ from telegram.error import BadRequest
 from sqlalchemy.orm import Session
 from telegram.ext import ApplicationHandlerStop
 
+from bot import conversations
+from bot.conversations import parse_when, when
 from bot.deps import Deps
 from bot.services import bulletins as bulletin_service
 from bot.services import officials as official_service
@@ -22,7 +26,35 @@ from storage.models import Staff
 from storage.models_officials import Bulletin, Subscription
 
 NOTE_MAX_CHARS = 1000
-PENDING_NOTES = "pending_notes"  # bot_data: office member's user id -> bulletin id awaiting a note
+PENDING_NOTES = "pending_notes"  # bot_data: office member's user id -> the NotePrompt they opened
+
+
+@dataclass
+class NotePrompt:
+    """An office member pressed "Edit note": their next text in that chat is the note, until
+    `expires`. Another member's text, or a text elsewhere or later, is not."""
+
+    bulletin_id: int
+    chat: str  # pseudonym of the chat the prompt was sent to
+    expires: datetime
+
+
+def _dump_prompt(p: NotePrompt) -> dict[str, Any]:
+    return {"bulletin_id": p.bulletin_id, "chat": p.chat, "expires": when(p.expires)}
+
+
+def _load_prompt(d: dict[str, Any]) -> NotePrompt:
+    expires = parse_when(d["expires"])
+    assert expires is not None
+    return NotePrompt(int(d["bulletin_id"]), d["chat"], expires)
+
+
+conversations.register(conversations.Kind(
+    "note", "user",
+    get=lambda bot_data, user_id: bot_data.get(PENDING_NOTES, {}).get(user_id),
+    put=lambda bot_data, user_id, d: bot_data.setdefault(PENDING_NOTES, {}).__setitem__(user_id, _load_prompt(d)),
+    dump=_dump_prompt, expires=lambda p, _bot_data: p.expires,
+))
 
 
 def settings_view(deps: Deps, staff: Staff, sub: Subscription) -> tuple[str, list[list[Button]]]:
@@ -183,9 +215,14 @@ async def on_bulletin_button(update: Update, context: Context) -> None:
             if b is None or b.status == "published":
                 text = deps.texts.msg(lang, "bulletin_already", number=b.number) if b else \
                     deps.texts.msg(lang, "button_invalid")
+            elif query.message is None:
+                text = deps.texts.msg(lang, "button_invalid")
             else:
-                context.bot_data.setdefault(PENDING_NOTES, {})[query.from_user.id] = bulletin_id
-                text = deps.texts.msg(lang, "bulletin_note_prompt", number=b.number)
+                minutes = deps.config.officials.note_prompt_minutes
+                context.bot_data.setdefault(PENDING_NOTES, {})[query.from_user.id] = NotePrompt(
+                    bulletin_id, deps.keyring.pseudonym("chat", query.message.chat.id),
+                    now + timedelta(minutes=minutes))
+                text = deps.texts.msg(lang, "bulletin_note_prompt", number=b.number, minutes=minutes)
     deps.nudge_sender()
     await _answer(query, text)
     if action == "note" and query.message is not None:
@@ -194,14 +231,22 @@ async def on_bulletin_button(update: Update, context: Context) -> None:
 
 
 async def on_note_text(update: Update, context: Context) -> None:
-    """The next text from an office member who pressed "Edit note" becomes the note."""
-    user, message = update.effective_user, update.effective_message
-    pending: dict[int, int] = context.bot_data.get(PENDING_NOTES, {})
-    if user is None or message is None or message.text is None or user.id not in pending:
+    """The next text from the office member who pressed "Edit note", in the chat where they
+    pressed it and before the prompt expires, becomes the note."""
+    user, message, chat = update.effective_user, update.effective_message, update.effective_chat
+    pending: dict[int, NotePrompt] = context.bot_data.get(PENDING_NOTES, {})
+    if user is None or message is None or chat is None or message.text is None or user.id not in pending:
         return  # not ours: the other handlers see it
     deps = deps_of(context)
-    bulletin_id = pending.pop(user.id)
     now = deps.clock.now()
+    prompt = pending[user.id]
+    if now >= prompt.expires:
+        del pending[user.id]  # expired: the text is somebody's message, not a note
+        return
+    if deps.keyring.pseudonym("chat", chat.id) != prompt.chat:
+        return  # written elsewhere: the prompt still waits in its own chat
+    bulletin_id = prompt.bulletin_id
+    del pending[user.id]
     with deps.sessions.begin() as session:
         member = staff_by_user(session, user.id)
         lang = member.language if member else deps.config.campaign.default_language
@@ -213,9 +258,11 @@ async def on_note_text(update: Update, context: Context) -> None:
         raise ApplicationHandlerStop
     note = await checked_text(update, context, lang, message.text, NOTE_MAX_CHARS)
     if note is None:  # empty or too long: said so; the next text is still the note
-        pending[user.id] = bulletin_id
+        pending[user.id] = prompt
         raise ApplicationHandlerStop
     with deps.sessions.begin() as session:
+        # the prompt ends with the note it asked for, in one transaction
+        conversations.ConversationStore.erase(session, "note", deps.keyring.pseudonym("chat", user.id))
         decision, b = bulletin_service.set_note(session, deps, bulletin_id, note)
         if decision is bulletin_service.Decision.DONE and b is not None:
             bulletin_service.send_draft(session, deps, now, b)

@@ -2,9 +2,10 @@
 office's buttons on an escalation (reassign, extend) and on a breach (mark received).
 
 A press is checked against the database, answered at once, and continued in the staff
-member's private chat as a short guided flow (staff are not anonymous: their flow state
-is kept in memory by Telegram user id). Every step re-checks the case before it acts, so
-a stale card or a double press changes nothing and says so.
+member's private chat as a short guided flow (kept in memory by Telegram user id, and
+sealed in the database by bot/conversations.py so that a restart continues it). Every
+step re-checks the case before it acts, so a stale card or a double press changes
+nothing and says so.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from telegram import CallbackQuery, InlineKeyboardMarkup, Update
 from telegram.error import BadRequest, Forbidden
 from telegram.ext import ApplicationHandlerStop
 
+from bot import conversations
+from bot.conversations import parse_when, when
 from bot.deps import Deps
 from bot.domain.lifecycle import CaseAction, Outcome
 from bot.services import workflow
 from bot.services.outbox import Button
 from bot.services.workflow import Allowed, OutcomeInput, ReceiveStatus, Refused
+from bot.drafts import dump_evidence, load_evidence
 from handlers.intake import evidence_of
 from handlers.common import Context, checked_text, deps_of, keyboard, person_lang, private, reply
 from storage.models import Tip
@@ -46,6 +50,32 @@ class StaffFlow:
 
 def flows(deps: Deps) -> dict[int, StaffFlow]:
     return deps.staff_flows  # type: ignore[no-any-return]
+
+
+def _dump_flow(flow: StaffFlow) -> dict[str, Any]:
+    data = dict(flow.data)
+    if "files" in data:
+        data["files"] = dump_evidence(data["files"])
+    return {"kind": flow.kind, "tip_id": flow.tip_id, "lang": flow.lang, "started": when(flow.started),
+            "step": flow.step, "data": data}
+
+
+def _load_flow(d: dict[str, Any]) -> StaffFlow:
+    data = dict(d["data"])
+    if "files" in data:
+        data["files"] = load_evidence(data["files"])
+    started = parse_when(d["started"])
+    assert started is not None
+    return StaffFlow(kind=d["kind"], tip_id=int(d["tip_id"]), lang=d["lang"], started=started, step=d["step"],
+                     data=data)
+
+
+conversations.register(conversations.Kind(
+    "staff", "user",
+    get=lambda bot_data, user_id: bot_data["deps"].staff_flows.get(user_id),
+    put=lambda bot_data, user_id, d: bot_data["deps"].staff_flows.__setitem__(user_id, _load_flow(d)),
+    dump=_dump_flow, expires=lambda flow, _bot_data: flow.started + FLOW_TTL,
+))
 
 
 def _b(deps: Deps, lang: str, name: str, payload: str, /, **kw: object) -> Button:
@@ -321,6 +351,8 @@ async def _finish(context: Context, user_id: int, flow: StaffFlow) -> None:
             done_text = _refusal_text(deps, lang, verdict)
         else:
             done_text = _act(session, deps, verdict, flow, now)
+        # the flow ends with its effect: a restart after this commit finds no flow to finish twice
+        conversations.ConversationStore.erase(session, "staff", deps.keyring.pseudonym("chat", user_id))
     deps.nudge_sender()
     await _say(context, user_id, done_text)
 

@@ -392,7 +392,8 @@ class UpdateJournal(Base):
     (bot/resealing.py) and the old key destroyed. The bare update id stays a while so
     that a re-delivered update is recognised. Times are kept to the minute. A process
     handles a row under a lease (`claimed_by`, `lease_until`, from the database's clock);
-    a failed row waits for `next_attempt_at`.
+    a failed row waits for `next_attempt_at`. `chat_key` names the row's chat under a journal
+    key (never the chat's id), so that one process at a time handles a chat's rows.
     """
 
     __tablename__ = "update_journal"
@@ -406,6 +407,9 @@ class UpdateJournal(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(32))
     lease_until: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime | None]
+    # Which chat the row belongs to, as a tag under the row's journal key (bot/chatorder.py):
+    # keeps one chat's updates in order across processes; erased with the payload.
+    chat_key: Mapped[str | None] = mapped_column(String(80), index=True)
 
 
 class DirectoryVersion(Base):
@@ -493,3 +497,20 @@ class PendingReceipt(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_until: Mapped[datetime | None]
+
+
+class Conversation(Base):
+    """A conversation in progress (a citizen's draft or receipt session, a staff member's
+    guided flow or /enter, the office's "Edit note" prompt, a back-off counter), kept so
+    that a restart continues it. Filed under a keyed pseudonym of the chat (never an id);
+    the state is JSON sealed under the update journal's rotating keys (`key_id` names the
+    key, so the journal keeps it while a row needs it). Re-sealed under the current key on
+    every write and by the maintenance job; deleted when finished or expired."""
+
+    __tablename__ = "conversations"
+
+    pseudonym: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    sealed: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(40), index=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -24,6 +24,9 @@ What it imitates
       allowed are dropped; by default ``chat_member``/``message_reaction*`` are
       not delivered, as on Telegram), ``409 Conflict`` for a second concurrent
       poller or while a webhook is set, ``deleteWebhook(drop_pending_updates)``.
+    * Webhook delivery (:mod:`bot.fakeapi.webhook`): while a webhook is set, updates are
+      POSTed with the secret token header, one chat's in order and one at a time, again
+      after a non-2xx answer; ``webhook.backends`` spreads them over several receivers.
     * Messages stored per chat with a per-chat ``message_id`` counter shared by
       user and bot messages; realistic Message JSON (``from``, ``chat``,
       ``date``, visible text + entities parsed from HTML/Markdown, echoed inline
@@ -38,7 +41,6 @@ What it imitates
     * Flood limits on message-creating methods (see :class:`FakeBotAPI`).
 
 What it does not imitate
-    * Webhook delivery (``setWebhook`` is stored, updates are never POSTed).
     * Inline mode, payments, games, polls, chat administration, topics, business
       connections; unknown methods answer 404 ``Not Found: method not found``
       (PTB raises ``InvalidToken`` for that) unless registered with
@@ -84,6 +86,7 @@ from bot.fakeapi.objects import (
     make_user,
 )
 from bot.fakeapi.ratelimit import SlidingWindow, retry_after_seconds
+from bot.fakeapi.webhook import WebhookDelivery
 from bot.fakeapi.textparse import EntityParseError, parse_formatted, utf16_len
 
 __all__ = [
@@ -289,6 +292,7 @@ class _Fault:
 class _Pending:
     update: JSON
     redeliver: bool = False
+    not_before: float = 0.0  # webhook delivery: not again before (monotonic)
 
     @property
     def update_id(self) -> int:
@@ -480,6 +484,8 @@ class FakeBotAPI:
         self._commands: dict[str, list[JSON]] = {}
         self._menu_buttons: dict[str, JSON] = {}
         self._webhook: JSON = {"url": ""}
+        #: webhook delivery; ``webhook.backends`` stands for a reverse proxy's upstreams
+        self.webhook = WebhookDelivery(self)
         self._extra_methods: dict[str, MethodHandler] = {}
         self._methods = self._build_method_table()
         # server
@@ -508,6 +514,8 @@ class FakeBotAPI:
         await site.start()
         self._runner = runner
         self._actual_port = int(runner.addresses[0][1])
+        if self._webhook.get("url"):
+            self.webhook.ensure_running()
         _LOG.debug("FakeBotAPI listening on %s", self.base_url)
         return self
 
@@ -519,6 +527,7 @@ class FakeBotAPI:
         self._closing = True
         self._notify_updates()
         await asyncio.sleep(0)
+        await self.webhook.stop()
         await runner.cleanup()
         self._runner = None
         self._loop = None
@@ -2114,20 +2123,35 @@ class FakeBotAPI:
         if url and not url.startswith("https://"):
             raise ApiError(400, "Bad Request: bad webhook: An HTTPS URL must be provided for "
                                 "webhook")
-        self._webhook = {"url": url, "allowed_updates": params.get("allowed_updates")}
+        secret = params.get("secret_token")
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", str(secret)):
+            raise ApiError(400, "Bad Request: secret token contains unallowed characters")
+        self._webhook = {"url": url, "allowed_updates": params.get("allowed_updates"),
+                         "secret_token": secret, "max_connections": params.get("max_connections") or 40}
         if params.get("drop_pending_updates"):
             self._pending.clear()
+        if url:
+            self._poll_generation += 1  # a long poll in progress ends (409 from then on)
+            self.webhook.ensure_running()
         return True
 
     def _delete_webhook(self, params: JSON, files: dict[str, UploadedFile]) -> bool:
         self._webhook = {"url": ""}
         if params.get("drop_pending_updates"):
             self._pending.clear()
+        self._notify_updates()  # the delivery loop sees the webhook gone and ends
         return True
 
     def _get_webhook_info(self, params: JSON, files: dict[str, UploadedFile]) -> JSON:
-        return {"url": self._webhook.get("url", ""), "has_custom_certificate": False,
-                "pending_update_count": len(self._pending)}
+        info: JSON = {"url": self._webhook.get("url", ""), "has_custom_certificate": False,
+                      "pending_update_count": len(self._pending)}
+        if info["url"]:
+            info["max_connections"] = self._webhook.get("max_connections")
+            if self._webhook.get("allowed_updates"):
+                info["allowed_updates"] = list(self._webhook["allowed_updates"])
+        if self.webhook.last_error is not None:
+            info["last_error_date"], info["last_error_message"] = self.webhook.last_error
+        return info
 
     @staticmethod
     def _returns_true(params: JSON, files: dict[str, UploadedFile]) -> bool:

@@ -102,10 +102,19 @@ def enqueue_many(
     for row in rows:
         if row.method not in SEND_METHODS:
             raise ValueError(f"unknown outbox method {row.method!r}")
+    sealed: dict[str, str] = {}  # one payload to many chats (a bulletin's parts) is encrypted once
+
+    def seal(payload: dict[str, Any]) -> str:
+        text = json.dumps(payload, ensure_ascii=False)
+        found = sealed.get(text)
+        if found is None:
+            found = sealed[text] = keyring.encrypt(text)
+        return found
+
     values = [
         {
             "dedupe_key": r.dedupe_key, "chat_id": r.chat_id, "method": r.method,
-            "payload_enc": keyring.encrypt(json.dumps(r.payload, ensure_ascii=False)), "purpose": purpose,
+            "payload_enc": seal(r.payload), "purpose": purpose,
             "tip_id": None, "broadcast_id": broadcast_id, "status": "pending", "attempts": 0,
             "created_at": now, "next_attempt_at": now,
         }

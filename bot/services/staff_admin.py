@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from bot.deps import Deps
 from bot.services import audit
 from bot.services.staff import invite_hash, normalize_invite, redeliver_waiting
-from storage.models import Invite, OutboxMessage, Staff
+from storage.models import Conversation, Invite, OutboxMessage, Staff
+
+STAFF_CONVERSATIONS = ("staff", "entry", "note")  # kinds kept for a person (bot/conversations.py)
 
 TEAM_ROLES = ("lead", "member")
 SETTABLE_ROLES = ("lead", "member", "office")
@@ -102,6 +104,10 @@ def deactivate(session: Session, deps: Deps, staff_id: int, actor: Actor, now: d
         .execution_options(synchronize_session=False)
     ).rowcount or 0
     deps.staff_flows.pop(staff.telegram_user_id, None)  # a guided flow in this process ends
+    # and its copy kept for a restart (any process's: the database is shared)
+    session.execute(delete(Conversation).where(
+        Conversation.pseudonym == deps.keyring.pseudonym("chat", staff.telegram_user_id),
+        Conversation.kind.in_(STAFF_CONVERSATIONS)))
     _record(session, actor, "staff_deactivated", f"{describe(staff)} {staff.display_name}", now)
     return ChangeResult(Change.DONE, staff, cancelled=cancelled)
 

@@ -19,7 +19,7 @@ from datetime import date, datetime, time, timedelta
 from collections import defaultdict
 from datetime import UTC
 
-from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select, union_all
+from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select, text, union_all
 from sqlalchemy.orm import Session
 
 from bot.chart import stacked_bars
@@ -135,6 +135,11 @@ def compute(session: Session, config: Config, period: str) -> Summary:
     rows at or after the period's start (or the open cases), never the whole history."""
     start, end = period_window(config, period)
     s = Summary(period=period, start=start, end=end)
+    if session.get_bind().dialect.name == "postgresql":
+        # Each statement below reads a day's rows through an index, but the estimate of the
+        # per-case outcome probe passes jit_above_cost at a province's scale: compiling
+        # (~25 ms at 1M tips) would cost more than the query. This transaction only.
+        session.execute(text("SET LOCAL jit = off"))
     c = rollup.totals(session)
 
     # One pass over the tips near the period: created since its start, or a deadline still

@@ -2,8 +2,9 @@
 citizens report tips, and restarted each time. Afterwards every stored tip belongs to
 exactly one citizen, its receipt code reached that citizen (or the tip is marked
 undelivered), the team has exactly one card per tip, and no citizen who was given a code
-lost their tip. A Submit whose draft died with the process is answered "start again"
-(nothing was stored); the citizen then reports again.
+lost their tip. Drafts survive a kill (bot/conversations.py): a Submit pressed while the
+process was down is handled by the next one, after its start and the backlog; a step
+unanswered for long is started again by the citizen.
 
 A card may be sent twice only where the bot never had Telegram's answer to the first
 copy (the request timed out: it is tried again, since Telegram may or may not have
@@ -51,7 +52,7 @@ PROBE = 5_649_999
 CODE = re.compile(r"\d{4} \d{4} \d{4} \d{4}")
 STALE = ("已过期", "请用下面的按钮", "请点击上面消息中的按钮", "请重新开始")
 STEP_TIMEOUT = 25.0  # a step unanswered this long: start again (a step lost with a process is answered "expired")
-SUBMIT_TIMEOUT = 45.0  # a Submit is always answered, after a restart if need be
+SUBMIT_TIMEOUT = 90.0  # a Submit is always answered, after a restart (and its backlog) if need be
 DEADLINE = 150.0  # the whole run, at most
 # Seconds at most between Telegram's answer to a card and the kill that kept it from being
 # recorded: the commit follows the answer at once (bot/recorder.py); this bound leaves room

@@ -151,3 +151,36 @@ async def test_configuration_error_names_the_variable(tmp_path: Path, database_u
     status, err = await _run(_config(tmp_path, database_url), _env(TIPLINE_TELEGRAM_BASEURL="http://x"))
     assert status == 2, err
     _one_clear_line(err, "TIPLINE_TELEGRAM_BASEURL: [telegram] has no key 'baseurl'")
+
+
+async def test_webhook_port_in_use_is_refused(tmp_path: Path, database_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with FakeBotAPI(TOKEN) as server:
+            status, err = await _run(_config(tmp_path, database_url), _env(
+                TIPLINE_TELEGRAM_BASE_URL=server.base_url, TIPLINE_TELEGRAM_MODE="webhook",
+                TIPLINE_TELEGRAM_WEBHOOK_URL="https://tipline.example.org/telegram",
+                TIPLINE_TELEGRAM_WEBHOOK_SECRET_TOKEN="secret-token", TIPLINE_TELEGRAM_WEBHOOK_PORT=str(port)))
+            assert not server.calls_for("setWebhook")  # the port is checked before Telegram is told
+    assert status == 5, err
+    _one_clear_line(err, f"telegram.webhook_port: 127.0.0.1:{port} is already in use")
+
+
+async def test_webhook_mode_without_a_secret_token_names_the_key(tmp_path: Path, database_url: str) -> None:
+    status, err = await _run(_config(tmp_path, database_url), _env(
+        TIPLINE_TELEGRAM_MODE="webhook", TIPLINE_TELEGRAM_WEBHOOK_URL="https://tipline.example.org/telegram"))
+    assert status == 2, err
+    _one_clear_line(err, "telegram.webhook_secret_token: required in webhook mode")
+
+
+async def test_webhook_refused_by_telegram_is_one_line_and_status_2(tmp_path: Path, database_url: str) -> None:
+    async with FakeBotAPI(TOKEN) as server:
+        server.fail_next("setWebhook", status=400)  # e.g. Telegram cannot reach the URL's host
+        status, err = await _run(_config(tmp_path, database_url), _env(
+            TIPLINE_TELEGRAM_BASE_URL=server.base_url, TIPLINE_TELEGRAM_MODE="webhook",
+            TIPLINE_TELEGRAM_WEBHOOK_URL="https://tipline.example.org/telegram",
+            TIPLINE_TELEGRAM_WEBHOOK_SECRET_TOKEN="secret-token", TIPLINE_TELEGRAM_WEBHOOK_PORT="0"))
+    assert status == 2, err
+    _one_clear_line(err, "telegram.webhook_url: Telegram refused the webhook")

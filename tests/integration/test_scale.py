@@ -83,3 +83,30 @@ def test_export_with_content_keeps_nothing_per_row(deps: Deps, clock: FakeClock)
     assert buffer.getvalue().count(b"\r\n") == 24
     with deps.sessions.begin() as s:
         assert s.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "exported")) == 23
+
+
+def test_export_csv_guards_every_typed_column(deps: Deps, clock: FakeClock) -> None:
+    """Only typed columns are checked for a formula (the rest are keys and names made safe
+    once): a staff member's name and a person named in an outcome are typed."""
+    import csv
+    import io
+
+    from bot.services import export
+    from storage.models import Outcome
+    from tests.officials_data import add_tip
+
+    clock.set(local(2026, 11, 2, 9))
+    with deps.sessions.begin() as s:
+        lead = add_person(s, deps, 6200, "=HYPERLINK(1)", "lead", team=1)
+        tip = add_tip(s, deps, category="absence", unit="land", team=1, created=local(2026, 11, 1, 10, 7),
+                      ack_due=local(2026, 11, 1, 14), acked=local(2026, 11, 1, 11), by=lead.id)
+        s.add(Outcome(tip_id=tip.id, outcome="verified", unit_key="land", person_name="-2+3", person_post="@cmd",
+                      breach_category="absence", recorded_by=lead.id, recorded_at=local(2026, 11, 1, 12, 59)))
+    buffer = io.BytesIO()
+    with deps.sessions.begin() as s:
+        export.export(s, deps, buffer, fmt="csv")
+    header, line = list(csv.reader(io.StringIO(buffer.getvalue().decode("utf-8-sig"))))
+    row = dict(zip(header, line))
+    assert (row["acknowledged_by"], row["person"], row["post"]) == ("'=HYPERLINK(1)", "'-2+3", "'@cmd")
+    assert (row["received"], row["acknowledged_at"], row["outcome_recorded_at"], row["ack_met"]) == (
+        "2026-11-01 10:07", "2026-11-01 11:00", "2026-11-01 12:59", "yes")

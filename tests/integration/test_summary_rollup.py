@@ -199,9 +199,10 @@ def test_no_summary_statement_scans_a_whole_table_on_postgresql(engine: Engine, 
         rollup.fold(s)
     period = "2026-07-30"  # the bulk history runs from June to mid-August
     statements = summary_statements(engine, deps, period)
+    assert statements[0][0] == "SET LOCAL jit = off"  # compiling would cost more than these index ranges
     scans = []
     with engine.connect() as conn:
-        for statement, parameters in statements:
+        for statement, parameters in statements[1:]:
             plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, parameters))
             for table in ("tips", "outcomes", "due_steps", "required_actions"):
                 if f"Seq Scan on {table}" in plan:

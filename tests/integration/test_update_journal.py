@@ -188,12 +188,13 @@ def test_journal_inserts_are_idempotent_across_pollers(deps: Deps, config: Confi
     second, _ = make_poller(other_deps)
     assert [e.update_id for e in first.journal([update(200)])] == [200]
     before = rows(deps)[200].payload_enc
-    assert second.journal([update(200, "changed"), update(201), update(201)]) != []  # no UNIQUE violation
+    # No UNIQUE violation; 201 is of the chat `first` holds: left for it, in order after 200.
+    assert second.journal([update(200, "changed"), update(201), update(201)]) == []
     assert [e.update_id for e in first.journal([update(201), update(200)])] == []
     stored = rows(deps)
     assert set(stored) == {200, 201}
     assert stored[200].payload_enc == before and stored[200].claimed_by == first.owner
-    assert stored[201].claimed_by == second.owner
+    assert stored[201].claimed_by is None and stored[201].chat_key == stored[200].chat_key
     assert offset(deps) == "202"
     first.journal([update(150)])  # an older batch never moves the offset back
     assert offset(deps) == "202"
@@ -483,7 +484,7 @@ async def test_prune_keeps_recent_and_unprocessed_ids(deps: Deps, clock: FakeClo
         session.get(UpdateJournal, 601).claimed_by = "elsewhere"
     await poller.process_pending()
     clock.advance(hours=hours // 2)
-    poller.journal([update(602)])
+    poller.journal([update(602, chat_id=CHAT_ID + 1)])  # (601's chat waits for the process that has it)
     await poller.process_pending()
     clock.advance(hours=hours - hours // 2)
     assert poller.prune() == 0
@@ -535,3 +536,38 @@ def test_tipline_run_exits_non_zero_when_a_loop_gave_up(monkeypatch: pytest.Monk
     monkeypatch.setattr(cli.logs, "configure", lambda *_: None)
     monkeypatch.setattr(cli, "_config", lambda _args: type("C", (), {"logging": type("L", (), {"level": "INFO"})})())
     assert cli.main(["run"]) == 1
+
+
+# --- one chat at a time across processes (webhook mode) -----------------------------------------
+async def test_a_chat_stays_with_the_process_that_has_it(deps: Deps, config: Config, clock: FakeClock,
+                                                          engine: Engine) -> None:
+    first, first_app = make_poller(deps)
+    second, second_app = make_poller(build_deps(config, clock, engine)[0])
+    assert [e.update_id for e in first.journal([update(4000)], advance_offset=False)] == [4000]
+    # The chat's next update reaches the other process: journaled, left for the first one.
+    assert second.journal([update(4001), update(4100, chat_id=CHAT_ID + 1)], advance_offset=False) != []
+    stored = rows(deps)
+    assert stored[4001].claimed_by is None and stored[4001].chat_key == stored[4000].chat_key
+    assert stored[4100].claimed_by == second.owner and stored[4100].chat_key != stored[4000].chat_key
+    assert str(CHAT_ID) not in stored[4000].chat_key  # a tag, not the id
+    await second.process_pending()  # its sweep leaves the first one's chat alone
+    assert [u.update_id for u in second_app.seen] == [4100]
+    # The first handles 4000, then takes 4001 up when it records 4000.
+    outcome, following = first.finish_and_next(4000, failed=False)
+    assert outcome == "done" and [e.update_id for e in following] == [4001]
+    assert rows(deps)[4001].claimed_by == first.owner
+    assert rows(deps)[4000].chat_key is None  # erased with the payload
+    # Once the chat has nothing waiting, whichever process gets its next update has it.
+    first.finish(4001, failed=False)
+    assert [e.update_id for e in second.journal([update(4002)], advance_offset=False)] == [4002]
+
+
+async def test_a_dead_processs_chat_goes_to_the_next_receiver_in_order(deps: Deps, config: Config,
+                                                                        clock: FakeClock, engine: Engine) -> None:
+    first, _ = make_poller(deps)
+    second, _ = make_poller(build_deps(config, clock, engine)[0])
+    first.journal([update(4200), update(4201)], advance_offset=False)
+    first.drop_owner_lock()  # killed after its 200s, before handling them
+    fresh = second.journal([update(4202)], advance_offset=False)
+    assert [e.update_id for e in fresh] == [4200, 4201, 4202]
+    assert {r.claimed_by for r in rows(deps).values()} == {second.owner}

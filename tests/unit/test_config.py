@@ -178,3 +178,33 @@ def test_environment_errors_name_the_variable() -> None:
 def test_health_staleness_must_exceed_the_long_poll() -> None:
     with pytest.raises(ConfigError, match=r"health.receive_stale_seconds: must be more than"):
         parse_config(example_data(), env={"TIPLINE_HEALTH_RECEIVE_STALE_SECONDS": "30"})
+
+
+@pytest.mark.parametrize(("telegram", "env", "message"), [
+    ({"mode": "webhook"}, {}, "config: telegram.webhook_url: required in webhook mode"),
+    ({"mode": "webhook", "webhook_url": "https://bot.example.org/t"}, {},
+     "config: telegram.webhook_secret_token: required in webhook mode"),
+    ({"webhook_url": "http://bot.example.org/t"}, {}, "config: telegram.webhook_url: must be the public https://"),
+    ({"webhook_secret_token": "has space"}, {}, "config: telegram.webhook_secret_token: Telegram allows 1 to 256"),
+    ({}, {"TIPLINE_TELEGRAM_WEBHOOK_SECRET_TOKEN": "x" * 257},
+     "TIPLINE_TELEGRAM_WEBHOOK_SECRET_TOKEN (telegram.webhook_secret_token): Telegram allows 1 to 256"),
+    ({"mode": "hooks"}, {}, "config: telegram.mode:"),
+    ({"webhook_path": "telegram"}, {}, "config: telegram.webhook_path:"),
+    ({"webhook_port": 70000}, {}, "config: telegram.webhook_port:"),
+])
+def test_webhook_keys_are_validated_by_name(telegram: dict[str, Any], env: dict[str, str], message: str) -> None:
+    data = example_data()
+    data["telegram"].update(telegram)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, env=env)
+    assert str(caught.value).startswith(message), str(caught.value)
+    assert "x" * 20 not in str(caught.value) and "has space" not in str(caught.value)  # the secret is not shown
+
+
+def test_webhook_mode_from_the_environment() -> None:
+    config = parse_config(example_data(), env={
+        "TIPLINE_TELEGRAM_MODE": "webhook", "TIPLINE_TELEGRAM_WEBHOOK_URL": "https://bot.example.org/hook",
+        "TIPLINE_TELEGRAM_WEBHOOK_SECRET_TOKEN": "A-b_9" * 51 + "z"})
+    assert config.telegram.mode == "webhook" and len(config.telegram.webhook_secret_token.get_secret_value()) == 256
+    assert "A-b_9" not in repr(config.telegram)
+    assert parse_config(example_data(), env={}).telegram.mode == "polling"  # the default

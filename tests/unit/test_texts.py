@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from jinja2 import UndefinedError
@@ -98,3 +99,39 @@ def test_split_never_breaks_an_entity_or_leaves_a_tag_open() -> None:
 
 def test_visible_length_counts_utf16_units() -> None:
     assert visible_length("<b>😀</b>a&lt;") == 4
+
+
+HOSTILE = ("<b>x</b>", "a & b", "{0}", "{}", "}{", "\"'", "&amp;", "", " ", "王某", "=1+1")
+
+
+@pytest.mark.parametrize("lang", ["zh-CN", "en"])
+def test_render_each_equals_the_macro_called_for_each_row(lang: str) -> None:
+    """The bulletin's cases filled into the macro rendered once: the same text as calling
+    the macro for each case, whatever the values hold (escaped as autoescape would)."""
+    texts = Texts(make_config())
+    case = texts.macro(lang, "bulletin_case", "case")
+    listed = texts.macro(lang, "bulletin_case", "penalties")
+    rows = [(i, HOSTILE[i % 11], HOSTILE[(i + 1) % 11], HOSTILE[(i + 2) % 11], HOSTILE[(i + 5) % 11],
+             "2026-07-01", i % 4 + 1, listed(["self_criticism", "<odd>"][: i % 3]))
+            for i in range(1, 50)]
+    filled = texts.render_each(lang, "bulletin_case", "case", rows)
+    assert filled == "".join(str(case(*row)) for row in rows)
+    assert "&lt;b&gt;x&lt;/b&gt;" in filled and "a &amp; b" in filled and "&amp;amp;" in filled
+    assert "&lt;odd&gt;" in filled  # the penalty list's own escaping stands (Markup is not escaped twice)
+
+
+def test_render_each_refuses_a_macro_that_does_more_than_print_its_arguments(tmp_path: Any) -> None:
+    for lang in ("zh-CN", "en"):
+        (tmp_path / lang).mkdir()
+        (tmp_path / lang / "rows.html").write_text(
+            "{% macro plain(a, b) %}<i>{{ a }}</i>{0} {{ b }}{{ a }} {1}\n{% endmacro %}"
+            "{% macro tested(a) %}{% if a %}{{ a }}{% else %}none{% endif %}{% endmacro %}"
+            "{% macro filtered(a) %}{{ a|upper }}{% endmacro %}", "utf-8")
+    texts = Texts(make_config(), tmp_path)
+    filled = texts.render_each("en", "rows", "plain", [("<", 1), ("x", "&")])
+    assert filled == "<i>&lt;</i>{0} 1&lt; {1}\n<i>x</i>{0} &amp;x {1}\n"
+    for name in ("tested", "filtered"):
+        with pytest.raises(ValueError, match="print its arguments as they are"):
+            texts.render_each("en", "rows", name, [("",)])
+    with pytest.raises(TypeError):
+        texts.render_each("en", "rows", "plain", [("only one",)])
