@@ -257,6 +257,7 @@ async def test_an_entry_that_outlives_its_period_moves_to_the_current_key(
     fresh_keys = EphemeralKeys(key_dir, timedelta(hours=1))  # nothing cached: what is on disk
     waiting = rows(deps)[400]
     assert waiting.key_id != old_key and waiting.payload_enc.startswith(waiting.key_id + ".")
+    assert waiting.chat_key is None or waiting.chat_key.startswith(waiting.key_id + ":")  # its chat's tag too
     assert json.loads(fresh_keys.open(waiting.payload_enc))["message"]["text"] == "still waiting"
     for token in copied:
         assert not opens(token, keys_on_disk(key_dir))
