@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from bot import chatorder
 from bot.minimal import chat_of
 from bot.sealing import EphemeralKeys, KeyGone, SealError, key_id_of
-from storage.models import PendingReceipt, UpdateJournal
+from storage.models import Conversation, PendingReceipt, UpdateJournal
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,17 @@ def reseal_expired(session: Session, keys: EphemeralKeys, now: datetime) -> int:
         if token is not None:
             receipt.sealed = token
             moved += 1
+    # Conversations in progress (bot/conversations.py) re-seal themselves every minute; a
+    # clock that jumped, or a job not yet run, must not leave them holding an old key.
+    for pseudonym, kind, sealed in session.execute(
+            select(Conversation.pseudonym, Conversation.kind, Conversation.sealed)
+            .where(Conversation.key_id.in_(expired))).all():
+        token = _reseal(keys, sealed, now)
+        if token is not None:  # compare-and-set: a write that came meanwhile is newer
+            moved += session.execute(update(Conversation)
+                                     .where(Conversation.pseudonym == pseudonym, Conversation.kind == kind,
+                                            Conversation.sealed == sealed)
+                                     .values(sealed=token, key_id=key_id_of(token))).rowcount or 0
     if moved:
         log.info("re-sealed %d stored tokens under the current journal key", moved)
     return moved
