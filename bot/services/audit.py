@@ -43,6 +43,17 @@ class TrailEntry:
         return f"{self.staff_name or '?'} ({self.staff_role or '?'})"
 
 
+def _checked(action: str, detail: str | None, at: datetime) -> str | None:
+    """Refuse a bad action or a naive time; return the detail, shortened to fit its column."""
+    if not action or len(action) > ACTION_MAX:
+        raise ValueError(f"an audit action is 1 to {ACTION_MAX} characters: {action!r}")
+    if at.tzinfo is None:
+        raise ValueError("audit times are timezone-aware")
+    if detail is not None and len(detail) > DETAIL_MAX:
+        return detail[: DETAIL_MAX - 1] + "…"
+    return detail
+
+
 def record(
     session: Session,
     *,
@@ -55,12 +66,7 @@ def record(
     keyring: Keyring | None = None,
 ) -> None:
     """Add one audit entry to the session's transaction (the caller commits)."""
-    if not action or len(action) > ACTION_MAX:
-        raise ValueError(f"an audit action is 1 to {ACTION_MAX} characters: {action!r}")
-    if at.tzinfo is None:
-        raise ValueError("audit times are timezone-aware")
-    if detail is not None and len(detail) > DETAIL_MAX:
-        detail = detail[: DETAIL_MAX - 1] + "…"
+    detail = _checked(action, detail, at)
     if quote is not None and keyring is None:
         raise ValueError("an audit entry that quotes content needs the keyring to encrypt it")
     quote_enc = keyring.encrypt(quote) if quote is not None and keyring is not None else None
@@ -74,12 +80,7 @@ def record_many(session: Session, *, staff_id: int | None, tip_ids: list[int], a
     export with content of a million tips writes a million entries, batch by batch)."""
     if not tip_ids:
         return
-    if not action or len(action) > ACTION_MAX:
-        raise ValueError(f"an audit action is 1 to {ACTION_MAX} characters: {action!r}")
-    if at.tzinfo is None:
-        raise ValueError("audit times are timezone-aware")
-    if detail is not None and len(detail) > DETAIL_MAX:
-        detail = detail[: DETAIL_MAX - 1] + "…"
+    detail = _checked(action, detail, at)
     session.execute(insert(AuditEntry), [{"at": at, "staff_id": staff_id, "tip_id": t, "action": action,
                                           "detail": detail} for t in tip_ids])
 

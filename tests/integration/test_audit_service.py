@@ -67,6 +67,25 @@ def test_record_checks_its_arguments_and_shortens_long_details(deps: Deps) -> No
         assert detail is not None and len(detail) == 512 and detail.endswith("…")
 
 
+def test_record_many_checks_its_arguments_and_shortens_long_details(deps: Deps) -> None:
+    tip_ids = [submit(deps), submit(deps)]
+    with deps.sessions.begin() as session:
+        with pytest.raises(ValueError):
+            audit.record_many(session, staff_id=None, tip_ids=tip_ids, action="x" * 33, detail=None,
+                              at=deps.clock.now())
+        with pytest.raises(ValueError):
+            audit.record_many(session, staff_id=None, tip_ids=tip_ids, action="", detail=None, at=deps.clock.now())
+        with pytest.raises(ValueError):
+            audit.record_many(session, staff_id=None, tip_ids=tip_ids, action="exported", detail=None,
+                              at=datetime(2026, 3, 2, 9, 0))
+        audit.record_many(session, staff_id=None, tip_ids=tip_ids, action="exported", detail="字" * 600,
+                          at=deps.clock.now())
+    with deps.sessions.begin() as session:
+        rows = session.execute(select(AuditEntry.tip_id, AuditEntry.detail).order_by(AuditEntry.tip_id)).all()
+    assert [r.tip_id for r in rows] == sorted(tip_ids)
+    assert all(r.detail is not None and len(r.detail) == 512 and r.detail.endswith("…") for r in rows)
+
+
 def test_join_bind_acknowledge_and_entry_are_audited(deps: Deps, clock: FakeClock) -> None:
     with deps.sessions.begin() as session:
         add_lead(session, deps, 1, 811, "Lead Qian", lang="zh-CN")
