@@ -26,7 +26,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
@@ -97,6 +97,27 @@ class Rig:
         with self.deps.sessions.begin() as session:
             return Counter(session.scalars(select(OutboxMessage.status)))
 
+    async def all_sent_once(self, texts: list[str], *senders: OutboxSender, label: str, since: float, after: str,
+                            figures: str = "", caplog: pytest.LogCaptureFixture | None = None,
+                            timeout: float = 60.0, linger: float = 0.0) -> list[str]:
+        """The tail of every fault test: wait until each text arrived, check the senders
+        survived, stop them, print the figures, and assert each text came once (in order
+        in its chat) and every row is sent. Returns the log lines worth a look."""
+        await self.delivered(texts, timeout)
+        recovery = time.monotonic() - since
+        for sender in senders:
+            assert sender._task is not None and not sender._task.done()  # still up
+        await asyncio.sleep(linger)  # a late copy would come now
+        for sender in senders:
+            await sender.stop()
+        duplicates = self.check_once_in_order(texts)
+        lines = loud_lines(caplog) if caplog is not None else []
+        print(f"\n{label}: {figures}queued {len(texts)}, delivered {len(set(texts) & set(plain_texts(self.server)))}, "
+              f"duplicates {duplicates}, done {recovery:.1f} s after {after}, log lines {len(lines)}")
+        assert duplicates == 0
+        assert self.statuses() == Counter({"sent": len(texts)})
+        return lines
+
     async def close(self) -> None:
         for bot in self.bots:
             await bot.shutdown()
@@ -129,25 +150,11 @@ async def test_b_telegram_failing_every_way(rig: Rig, server: FakeBotAPI, caplog
     server.delay = 0.0
     server.fail_next(None, 502, count=10)
     server.force_retry_after(1, count=8)
-    stall_over = time.monotonic()
-    await rig.delivered(texts, timeout=60)
-    recovery = time.monotonic() - stall_over
-    assert sender._task is not None and not sender._task.done()  # still up
-    await sender.stop()
-    duplicates = rig.check_once_in_order(texts)
-    lines = loud_lines(caplog)
-    print(f"\n(b) queued {len(texts)}, delivered {len(set(texts) & set(plain_texts(server)))}, duplicates "
-          f"{duplicates}, recovered {recovery:.1f} s after the stall, 5xx {server.count_5xx}, 429 "
-          f"{server.count_429}, log lines {len(lines)}")
-    assert duplicates == 0
-    assert rig.statuses() == Counter({"sent": len(texts)})
+    lines = await rig.all_sent_once(texts, sender, label="(b)", since=time.monotonic(), after="the stall",
+                                    caplog=caplog)
+    print(f"(b) 5xx {server.count_5xx}, 429 {server.count_429}")
     assert server.count_429 >= 8 and server.count_5xx >= 10
     assert len(lines) <= 8, lines  # a line a minute per kind of trouble, not one per attempt
-
-
-def pg_only(engine: Engine) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL connections are killed; SQLite's file is locked in the next test")
 
 
 async def test_c_postgresql_connections_killed_again_and_again(server: FakeBotAPI, database_url: str,
@@ -171,18 +178,9 @@ async def test_c_postgresql_connections_killed_again_and_again(server: FakeBotAP
                 kills += len(conn.execute(text(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :app"),
                     {"app": app}).all())
-        killed_at = time.monotonic()
-        await rig.delivered(texts, timeout=60)
-        recovery = time.monotonic() - killed_at
-        assert sender._task is not None and not sender._task.done()
-        await sender.stop()
-        duplicates = rig.check_once_in_order(texts)
-        print(f"\n(c) PostgreSQL: {kills} connections killed; queued {len(texts)}, delivered "
-              f"{len(set(texts) & set(plain_texts(server)))}, duplicates {duplicates}, done {recovery:.1f} s after "
-              f"the last kill, log lines {len(loud_lines(caplog))}")
+        await rig.all_sent_once(texts, sender, label="(c) PostgreSQL", since=time.monotonic(),
+                                after="the last kill", figures=f"{kills} connections killed; ", caplog=caplog)
         assert kills >= 5
-        assert duplicates == 0
-        assert rig.statuses() == Counter({"sent": len(texts)})
     finally:
         await rig.close()
         admin.dispose()
@@ -217,17 +215,8 @@ async def test_c_sqlite_file_locked_for_ten_seconds(rig: Rig, server: FakeBotAPI
         t0 = loop.time()
         await asyncio.sleep(0.05)
         lags.append(loop.time() - t0 - 0.05)
-    released = time.monotonic()
-    await rig.delivered(texts, timeout=60)
-    recovery = time.monotonic() - released
-    assert sender._task is not None and not sender._task.done()
-    await sender.stop()
-    duplicates = rig.check_once_in_order(texts)
-    print(f"\n(c) SQLite locked 10 s: queued {len(texts)}, delivered {len(set(texts) & set(plain_texts(server)))}, "
-          f"duplicates {duplicates}, done {recovery:.1f} s after the lock, event loop max lag "
-          f"{1000 * max(lags):.0f} ms meanwhile, log lines {len(loud_lines(caplog))}")
-    assert duplicates == 0
-    assert rig.statuses() == Counter({"sent": len(texts)})
+    await rig.all_sent_once(texts, sender, label="(c) SQLite locked 10 s", since=time.monotonic(), after="the lock",
+                            figures=f"event loop max lag {1000 * max(lags):.0f} ms meanwhile; ", caplog=caplog)
 
 
 async def test_d_retry_after_longer_than_the_lease_sends_one_copy(rig: Rig, server: FakeBotAPI) -> None:
@@ -242,10 +231,8 @@ async def test_d_retry_after_longer_than_the_lease_sends_one_copy(rig: Rig, serv
     b = await rig.sender(**SHORT)
     b._released = True  # a second process alongside (PostgreSQL's case): it does not release A's rows at start
     b.start()
-    await rig.delivered(texts, timeout=30)
-    await asyncio.sleep(1.0)  # a late copy would come now
-    await a.stop()
-    await b.stop()
+    await rig.all_sent_once(texts, a, b, label="(d)", since=time.monotonic(), after="B started", timeout=30,
+                            linger=1.0)
     assert Counter(plain_texts(server)) == Counter(texts)
     assert rig.statuses() == Counter({"sent": 3})
 
