@@ -29,6 +29,26 @@ def example_data() -> dict[str, Any]:
     return tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
 
 
+def example_config_file(directory: Path, edits: dict[str, str]) -> Path:
+    """config.toml in `directory`: the example with each `old` (which must be there) made `new` once."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    for old, new in edits.items():
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    path = directory / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def runnable_config_file(directory: Path, database_url: str) -> Path:
+    """The example as a file `tipline` runs with: test secrets, the database, a cheap receipt hash."""
+    return example_config_file(directory, {
+        'pepper = ""': f'pepper = "{TEST_PEPPER}"',
+        'data_key = ""': f'data_key = "{TEST_DATA_KEY}"',
+        'url = "sqlite:///data/tipline.sqlite3"': f'url = "{database_url}"',
+        "receipt_hash_memory_kib = 65536": "receipt_hash_memory_kib = 64"})
+
+
 def make_config(database_url: str = "sqlite://", **sections: dict[str, Any]) -> Config:
     """The example configuration with test secrets, a cheap receipt hash and overrides."""
     data = example_data()

@@ -16,24 +16,18 @@ import urllib.request
 from pathlib import Path
 
 from bot.security import new_data_key, new_pepper
-from tests.conftest import EXAMPLE, ROOT
+from tests.conftest import ROOT, example_config_file
 from tests.fakebot import FakeBotAPI
 
 BOUND = 90.0
 
 
 def write_config(tmp: Path, **replace: str) -> Path:
-    text = EXAMPLE.read_text(encoding="utf-8")
-    edits = {"port = 8080": "port = 0",
-             'data_dir = "data/playground"': f"data_dir = {json.dumps(str(tmp / 'playground'))}",
-             'url = "sqlite:///data/tipline.sqlite3"': f"url = {json.dumps('sqlite:///' + str(tmp / 'bot.sqlite3'))}",
-             "receipt_hash_memory_kib = 65536": "receipt_hash_memory_kib = 64", **replace}
-    for old, new in edits.items():
-        assert old in text, old
-        text = text.replace(old, new, 1)
-    path = tmp / "config.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return example_config_file(tmp, {
+        "port = 8080": "port = 0",
+        'data_dir = "data/playground"': f"data_dir = {json.dumps(str(tmp / 'playground'))}",
+        'url = "sqlite:///data/tipline.sqlite3"': f"url = {json.dumps('sqlite:///' + str(tmp / 'bot.sqlite3'))}",
+        "receipt_hash_memory_kib = 65536": "receipt_hash_memory_kib = 64", **replace})
 
 
 def start(config: Path, **env: str) -> tuple[subprocess.Popen[str], list[str]]:

@@ -11,28 +11,19 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from storage.db import make_engine, upgrade
-from tests.conftest import EXAMPLE, ROOT, TEST_DATA_KEY, TEST_PEPPER
+from tests.conftest import ROOT, runnable_config_file
 from tests.e2e.conftest import TOKEN
 from tests.fakebot import FakeBotAPI
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="signals and subprocesses as on a server")
-
-
-def _config(tmp_path: Path, database_url: str) -> Path:
-    body = EXAMPLE.read_text(encoding="utf-8")
-    body = body.replace('pepper = ""', f'pepper = "{TEST_PEPPER}"', 1)
-    body = body.replace('data_key = ""', f'data_key = "{TEST_DATA_KEY}"', 1)
-    body = body.replace('url = "sqlite:///data/tipline.sqlite3"', f'url = "{database_url}"', 1)
-    body = body.replace("receipt_hash_memory_kib = 65536", "receipt_hash_memory_kib = 64", 1)
-    path = tmp_path / "config.toml"
-    path.write_text(body, encoding="utf-8")
-    return path
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -51,6 +42,13 @@ async def _run(config: Path, env: dict[str, str], timeout: float = 60.0) -> tupl
     return proc.returncode, err.decode()
 
 
+async def _refused(tmp_path: Path, database_url: str, status: int, needle: str, **env: str) -> None:
+    """`tipline run` with these settings exits with `status` and one line saying `needle`."""
+    got, err = await _run(runnable_config_file(tmp_path, database_url), _env(**env))
+    assert got == status, err
+    _one_clear_line(err, needle)
+
+
 def _one_clear_line(err: str, needle: str) -> None:
     assert "Traceback" not in err, err
     lines = [line for line in err.splitlines() if line.startswith("tipline: ")]
@@ -63,19 +61,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextmanager
+def _taken_port() -> Iterator[int]:
+    """A port something else listens on."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield int(taken.getsockname()[1])
+
+
+def _webhook(**extra: str) -> dict[str, str]:
+    return {"TIPLINE_TELEGRAM_MODE": "webhook", "TIPLINE_TELEGRAM_WEBHOOK_URL": "https://tipline.example.org/telegram",
+            **extra}
+
+
 async def test_wrong_token_is_one_line_and_status_4(tmp_path: Path, database_url: str) -> None:
     async with FakeBotAPI(TOKEN) as server:
-        status, err = await _run(_config(tmp_path, database_url),
-                                 _env(TIPLINE_BOT_TOKEN="123456:WRONG", TIPLINE_TELEGRAM_BASE_URL=server.base_url))
-    assert status == 4, err
-    _one_clear_line(err, "Telegram refused the bot token (401")
+        await _refused(tmp_path, database_url, 4, "Telegram refused the bot token (401",
+                       TIPLINE_BOT_TOKEN="123456:WRONG", TIPLINE_TELEGRAM_BASE_URL=server.base_url)
 
 
 async def test_unreachable_telegram_is_retried_and_said_once_a_minute(tmp_path: Path, database_url: str) -> None:
     port = _free_port()  # nothing listens there yet
     base = f"http://127.0.0.1:{port}/bot"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "--config", str(_config(tmp_path, database_url)), "run", cwd=ROOT,
+        sys.executable, "-m", "bot.cli", "--config", str(runnable_config_file(tmp_path, database_url)), "run", cwd=ROOT,
         env=_env(TIPLINE_TELEGRAM_BASE_URL=base, TIPLINE_TELEGRAM_BASE_FILE_URL=f"http://127.0.0.1:{port}/file/bot"),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     assert proc.stderr is not None
@@ -117,70 +127,50 @@ async def test_database_newer_than_the_code_is_refused(tmp_path: Path, database_
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     engine.dispose()
     async with FakeBotAPI(TOKEN) as server:
-        status, err = await _run(_config(tmp_path, database_url), _env(TIPLINE_TELEGRAM_BASE_URL=server.base_url))
+        await _refused(tmp_path, database_url, 3, "schema revision 9999, newer than this tipline",
+                       TIPLINE_TELEGRAM_BASE_URL=server.base_url)
         assert not server.calls_for("getMe")  # refused before anything else
-    assert status == 3, err
-    _one_clear_line(err, "schema revision 9999, newer than this tipline")
 
 
 async def test_database_that_cannot_be_opened_is_refused(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("x")
-    status, err = await _run(_config(tmp_path, f"sqlite:///{blocker}/tipline.sqlite3"), _env())
-    assert status == 3, err
-    _one_clear_line(err, "database: cannot open sqlite:///")
+    await _refused(tmp_path, f"sqlite:///{blocker}/tipline.sqlite3", 3, "database: cannot open sqlite:///")
 
 
 async def test_port_in_use_is_refused(tmp_path: Path, database_url: str) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with _taken_port() as port:
         async with FakeBotAPI(TOKEN) as server:
-            status, err = await _run(_config(tmp_path, database_url),
-                                     _env(TIPLINE_TELEGRAM_BASE_URL=server.base_url, TIPLINE_HEALTH_ENABLED="true",
-                                          TIPLINE_HEALTH_PORT=str(port)))
-    assert status == 5, err
-    _one_clear_line(err, f"health.port: 127.0.0.1:{port} is already in use")
+            await _refused(tmp_path, database_url, 5, f"health.port: 127.0.0.1:{port} is already in use",
+                           TIPLINE_TELEGRAM_BASE_URL=server.base_url, TIPLINE_HEALTH_ENABLED="true",
+                           TIPLINE_HEALTH_PORT=str(port))
 
 
 async def test_configuration_error_names_the_variable(tmp_path: Path, database_url: str) -> None:
-    status, err = await _run(_config(tmp_path, database_url), _env(TIPLINE_SCHEDULER_SUMMARY_AT="25:99"))
-    assert status == 2, err
-    _one_clear_line(err, "TIPLINE_SCHEDULER_SUMMARY_AT (scheduler.summary_at)")
-    status, err = await _run(_config(tmp_path, database_url), _env(TIPLINE_TELEGRAM_BASEURL="http://x"))
-    assert status == 2, err
-    _one_clear_line(err, "TIPLINE_TELEGRAM_BASEURL: [telegram] has no key 'baseurl'")
+    await _refused(tmp_path, database_url, 2, "TIPLINE_SCHEDULER_SUMMARY_AT (scheduler.summary_at)",
+                   TIPLINE_SCHEDULER_SUMMARY_AT="25:99")
+    await _refused(tmp_path, database_url, 2, "TIPLINE_TELEGRAM_BASEURL: [telegram] has no key 'baseurl'",
+                   TIPLINE_TELEGRAM_BASEURL="http://x")
 
 
 async def test_webhook_port_in_use_is_refused(tmp_path: Path, database_url: str) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with _taken_port() as port:
         async with FakeBotAPI(TOKEN) as server:
-            status, err = await _run(_config(tmp_path, database_url), _env(
-                TIPLINE_TELEGRAM_BASE_URL=server.base_url, TIPLINE_TELEGRAM_MODE="webhook",
-                TIPLINE_TELEGRAM_WEBHOOK_URL="https://tipline.example.org/telegram",
-                TIPLINE_TELEGRAM_WEBHOOK_SECRET_TOKEN="secret-token", TIPLINE_TELEGRAM_WEBHOOK_PORT=str(port)))
+            await _refused(tmp_path, database_url, 5, f"telegram.webhook_port: 127.0.0.1:{port} is already in use",
+                           **_webhook(TIPLINE_TELEGRAM_BASE_URL=server.base_url,
+                                      TIPLINE_TELEGRAM_WEBHOOK_SECRET_TOKEN="secret-token",
+                                      TIPLINE_TELEGRAM_WEBHOOK_PORT=str(port)))
             assert not server.calls_for("setWebhook")  # the port is checked before Telegram is told
-    assert status == 5, err
-    _one_clear_line(err, f"telegram.webhook_port: 127.0.0.1:{port} is already in use")
 
 
 async def test_webhook_mode_without_a_secret_token_names_the_key(tmp_path: Path, database_url: str) -> None:
-    status, err = await _run(_config(tmp_path, database_url), _env(
-        TIPLINE_TELEGRAM_MODE="webhook", TIPLINE_TELEGRAM_WEBHOOK_URL="https://tipline.example.org/telegram"))
-    assert status == 2, err
-    _one_clear_line(err, "telegram.webhook_secret_token: required in webhook mode")
+    await _refused(tmp_path, database_url, 2, "telegram.webhook_secret_token: required in webhook mode", **_webhook())
 
 
 async def test_webhook_refused_by_telegram_is_one_line_and_status_2(tmp_path: Path, database_url: str) -> None:
     async with FakeBotAPI(TOKEN) as server:
         server.fail_next("setWebhook", status=400)  # e.g. Telegram cannot reach the URL's host
-        status, err = await _run(_config(tmp_path, database_url), _env(
-            TIPLINE_TELEGRAM_BASE_URL=server.base_url, TIPLINE_TELEGRAM_MODE="webhook",
-            TIPLINE_TELEGRAM_WEBHOOK_URL="https://tipline.example.org/telegram",
-            TIPLINE_TELEGRAM_WEBHOOK_SECRET_TOKEN="secret-token", TIPLINE_TELEGRAM_WEBHOOK_PORT="0"))
-    assert status == 2, err
-    _one_clear_line(err, "telegram.webhook_url: Telegram refused the webhook")
+        await _refused(tmp_path, database_url, 2, "telegram.webhook_url: Telegram refused the webhook",
+                       **_webhook(TIPLINE_TELEGRAM_BASE_URL=server.base_url,
+                                  TIPLINE_TELEGRAM_WEBHOOK_SECRET_TOKEN="secret-token",
+                                  TIPLINE_TELEGRAM_WEBHOOK_PORT="0"))

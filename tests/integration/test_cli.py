@@ -7,19 +7,12 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from tests.conftest import EXAMPLE, TEST_DATA_KEY, TEST_PEPPER
+from tests.conftest import EXAMPLE, runnable_config_file
 
 
 @pytest.fixture
 def config_file(tmp_path: Path, database_url: str) -> Path:
-    text = EXAMPLE.read_text(encoding="utf-8")
-    text = text.replace('pepper = ""', f'pepper = "{TEST_PEPPER}"', 1)
-    text = text.replace('data_key = ""', f'data_key = "{TEST_DATA_KEY}"', 1)
-    text = text.replace('url = "sqlite:///data/tipline.sqlite3"', f'url = "{database_url}"', 1)
-    text = text.replace("receipt_hash_memory_kib = 65536", "receipt_hash_memory_kib = 64", 1)
-    path = tmp_path / "config.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return runnable_config_file(tmp_path, database_url)
 
 
 def test_invite_then_teams_lists_the_joined_lead(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
