@@ -107,6 +107,15 @@ class Harness:
             return None
         return await self.expect(chat_id if chat_id is not None else user["id"], expect)
 
+    async def open_outcome(self, lead: dict[str, Any], card: Any) -> SentRecord:
+        """The lead acknowledges the card, then starts recording its outcome; the question asked."""
+        uid, mid = lead["id"], card["message_id"]
+        self.server.press(lead, card, "签收")
+        card = await self.server.wait_for(lambda: "录入结果" in str(self.server.message(uid, mid)["reply_markup"])
+                                          and self.server.message(uid, mid))
+        self.server.press(lead, card, "录入结果")
+        return await self.expect(uid, "办理结果？")
+
     async def alert_for(self, count_before: int, timeout: float = 5.0) -> dict[str, Any]:
         return await self.server.wait_for(
             lambda: self.server.callback_answers[count_before] if len(self.server.callback_answers) > count_before
@@ -114,11 +123,7 @@ class Harness:
 
     # set-up ------------------------------------------------------------------------------
     def add_staff(self, user: dict[str, Any], role: str, team: int | None, lang: str = "zh-CN") -> None:
-        deps = self.deps
-        with deps.sessions.begin() as session:
-            now = deps.clock.now()
-            code = create_invite(session, deps.keyring, now, kind="person", role=role, team_number=team)
-            join(session, deps, code, user["id"], user["first_name"], lang, now)
+        add_staff(self.deps, user, role, team, lang)
 
     def invite(self, *, role: str | None = None, team: int | None = None, group: bool = False) -> str:
         deps = self.deps
@@ -155,6 +160,14 @@ class Harness:
     @staticmethod
     def _en(user: dict[str, Any]) -> bool:
         return (user.get("language_code") or "").startswith("en")
+
+
+def add_staff(deps: Any, user: dict[str, Any], role: str, team: int | None, lang: str = "zh-CN") -> None:
+    """The user joins as staff with an invite of their own (as /join does)."""
+    with deps.sessions.begin() as session:
+        now = deps.clock.now()
+        code = create_invite(session, deps.keyring, now, kind="person", role=role, team_number=team)
+        join(session, deps, code, user["id"], user["first_name"], lang, now)
 
 
 @pytest.fixture

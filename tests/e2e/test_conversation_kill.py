@@ -16,10 +16,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from bot.app import build_deps
-from bot.services.staff import create_invite, join
 from storage.db import upgrade
 from storage.models import Conversation, Tip, TipEvent, UpdateJournal
-from tests.e2e.conftest import TOKEN, Harness, e2e_config, plain
+from tests.e2e.conftest import TOKEN, Harness, add_staff, e2e_config, plain
 from tests.e2e.test_intake_kill import Child
 from tests.e2e.test_officials_kill import _document
 from tests.fakebot import FakeBotAPI
@@ -55,10 +54,7 @@ async def test_a_citizen_and_a_lead_continue_their_flows_after_a_kill_9(database
         deps, engine = build_deps(config, h.clock)
         upgrade(engine)
         lead = srv.user(LEAD, "Lead Sun")
-        with deps.sessions.begin() as session:
-            now = deps.clock.now()
-            code = create_invite(session, deps.keyring, now, kind="person", role="lead", team_number=1)
-            join(session, deps, code, LEAD, lead["first_name"], "zh-CN", now)
+        add_staff(deps, lead, "lead", 1)
         doc = tmp_path / "config.json"
         doc.write_text(json.dumps(_document(config)), encoding="utf-8")
         citizen, earlier = srv.user(CITIZEN, "Tipster"), srv.user(EARLIER, "Earlier")
@@ -69,12 +65,7 @@ async def test_a_citizen_and_a_lead_continue_their_flows_after_a_kill_9(database
             await _up(srv)
             # A tip to work on, acknowledged; the lead starts recording its outcome.
             await h.report(earlier)
-            card = await h.expect(LEAD, "举报 #1")
-            srv.press(lead, card, "签收")
-            card = await srv.wait_for(lambda: "录入结果" in str(srv.message(LEAD, card["message_id"])["reply_markup"])
-                                      and srv.message(LEAD, card["message_id"]))
-            srv.press(lead, card, "录入结果")
-            results = await h.expect(LEAD, "办理结果？")
+            results = await h.open_outcome(lead, await h.expect(LEAD, "举报 #1"))
             await h.press(lead, results, "不属实", expect="核查情况")
 
             # The citizen writes a tip up to its evidence: the text, then one photo.

@@ -201,12 +201,7 @@ async def test_reassign_by_the_lead_moves_the_card_to_the_new_team(harness: Harn
 
 async def _verify(h: Harness, lead: dict, card: dict, person: str = "张某", post: str = "窗口科员",
                   attach: bool = False) -> None:
-    srv = h.server
-    srv.press(lead, card, "签收")
-    card = await srv.wait_for(lambda: "录入结果" in str(srv.message(LEAD1, card["message_id"])["reply_markup"])
-                              and srv.message(LEAD1, card["message_id"]))
-    srv.press(lead, card, "录入结果")
-    results = await h.expect(LEAD1, "办理结果？")
+    results = await h.open_outcome(lead, card)
     units = await h.press(lead, results, "属实", expect="所在单位")
     await h.press(lead, units, "定昌镇", expect="姓名")
     await h.say(lead, person, expect="职务")
@@ -281,11 +276,7 @@ async def test_transferred_outcome_tells_the_tipster_where(harness: Harness) -> 
     lead, office, citizen = await _setup(h)
     code = await h.report(citizen)
     card = await h.expect(LEAD1, "举报 #1")
-    srv.press(lead, card, "签收")
-    card = await srv.wait_for(lambda: "录入结果" in str(srv.message(LEAD1, card["message_id"])["reply_markup"])
-                              and srv.message(LEAD1, card["message_id"]))
-    srv.press(lead, card, "录入结果")
-    results = await h.expect(LEAD1, "办理结果？")
+    results = await h.open_outcome(lead, card)
     await h.press(lead, results, "移交", expect="移交给哪个部门")
     await h.say(lead, "县市场监管局", expect="核查情况")
     files = await h.say(lead, "属于市场监管事项。", expect="如有附件")
