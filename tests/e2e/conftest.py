@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -190,9 +191,10 @@ def e2e_config(database_url: str, server: FakeBotAPI, **sections: dict[str, Any]
                        **sections)
 
 
-@pytest.fixture
-async def harness(database_url: str, server: FakeBotAPI) -> AsyncIterator[Harness]:
-    h = Harness(server, e2e_config(database_url, server))
+@asynccontextmanager
+async def started(server: FakeBotAPI, config: Config) -> AsyncIterator[Harness]:
+    """The bot running for the block; stopped after, then checked as every run is."""
+    h = Harness(server, config)
     await h.start()
     try:
         yield h
@@ -200,3 +202,16 @@ async def harness(database_url: str, server: FakeBotAPI) -> AsyncIterator[Harnes
         await h.stop()
         assert not server.calls_for("forwardMessage"), "tipline must never forward a message"
         assert not server.internal_errors, server.internal_errors
+
+
+@pytest.fixture
+async def harness(database_url: str, server: FakeBotAPI) -> AsyncIterator[Harness]:
+    async with started(server, e2e_config(database_url, server)) as h:
+        yield h
+
+
+@pytest.fixture
+async def echo_harness(database_url: str, server: FakeBotAPI) -> AsyncIterator[Harness]:
+    """The bot with every SQL statement logged (and its parameters), for tests that read them."""
+    async with started(server, e2e_config(database_url, server, database={"echo": True})) as h:
+        yield h

@@ -27,8 +27,6 @@ import json
 import logging
 import re
 import shutil
-from datetime import timedelta
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -233,17 +231,6 @@ def sqlite_files(url: str) -> list[Path]:
 
 def raw_bytes(files: list[Path]) -> bytes:
     return b"\n".join(p.read_bytes() for p in files)
-
-
-@pytest.fixture
-async def echo_harness(database_url: str, server: FakeBotAPI) -> AsyncIterator[Harness]:
-    h = Harness(server, e2e_config(database_url, server, database={"echo": True}))
-    await h.start()
-    try:
-        yield h
-    finally:
-        await h.stop()
-        assert not server.calls_for("forwardMessage"), "tipline must never forward a message"
 
 
 async def _tips_by_code(h: Harness, codes: list[str]) -> dict[int, int]:

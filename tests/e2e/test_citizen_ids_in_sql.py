@@ -8,27 +8,15 @@ citizens take every path there is; none may carry a citizen's id. Staff ids do a
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import event
 
 from tests.e2e.citizen_paths import LEAD, OFFICIAL, flatten, other_paths, setup_staff
-from tests.e2e.conftest import Harness, e2e_config
-from tests.fakebot import FakeBotAPI
+from tests.e2e.conftest import Harness
 
 CITIZENS = [6_410_000_000 + i * 104_729 for i in range(4)]
-
-
-@pytest.fixture
-async def echo_harness(database_url: str, server: FakeBotAPI) -> AsyncIterator[Harness]:
-    h = Harness(server, e2e_config(database_url, server, database={"echo": True}))
-    await h.start()
-    try:
-        yield h
-    finally:
-        await h.stop()
 
 
 def hits(value: Any, ids: set[int]) -> set[int]:

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from bot.sealing import EphemeralKeys, KeyGone
 from storage.models import Conversation, UpdateJournal
 from storage.models_officials import Bulletin
-from tests.e2e.conftest import Harness, e2e_config, plain
+from tests.e2e.conftest import Harness, e2e_config, plain, started
 from tests.fakebot import FakeBotAPI
 
 CITIZEN = 6_230_017_771
@@ -34,14 +34,9 @@ DISTINCT = "县医保中心三号窗口的人员把群众材料扔在地上"
 @pytest.fixture
 async def h(database_url: str, server: FakeBotAPI) -> AsyncIterator[Harness]:
     # Drafts outlive a key rotation here (4 h), so the re-sealing of live ones is seen.
-    harness = Harness(server, e2e_config(database_url, server, scheduler={"enabled": False},
-                                         intake={"draft_ttl_minutes": 240}))
-    await harness.start()
-    try:
+    async with started(server, e2e_config(database_url, server, scheduler={"enabled": False},
+                                          intake={"draft_ttl_minutes": 240})) as harness:
         yield harness
-    finally:
-        await harness.stop()
-        assert not server.internal_errors, server.internal_errors
 
 
 def settled(h: Harness) -> bool:

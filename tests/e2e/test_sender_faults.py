@@ -37,7 +37,7 @@ from bot.deps import Deps
 from bot.ratelimit import PacingRateLimiter
 from bot.sender import OutboxSender
 from bot.services import broadcast, outbox
-from storage.db import make_engine, upgrade
+from storage.db import upgrade
 from storage.models import OutboxMessage, Staff, TeamChat
 from tests.fakebot import ApiError, FakeBotAPI
 
