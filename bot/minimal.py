@@ -8,13 +8,16 @@ ids of media (with their type, size and file name extension: evidence is judged 
 them), a callback query's id, data and message (with the bot's own buttons), and a
 bot's membership changes. Dropped: names, usernames, phone numbers, locations, forwards,
 replies, captions' formatting and everything else. A sender's language becomes the one
-tipline would pick from it ("en" or "zh"), and a name is kept only on `/join` (staff
-joining are named to their team; they are not anonymous).
+tipline would pick from it ("en" or "zh"), and a name is kept only on a private `/join`
+whose code is of the form tipline makes (staff joining are named to their team; they are
+not anonymous): a citizen's mistyped /join, or one in a group, leaves no name behind.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from bot.domain.invite import could_be_invite
 
 MEDIA = ("photo", "video", "voice", "audio", "document")
 # Kinds the citizens' handlers refuse by name: kept as an empty shell of the same kind.
@@ -79,10 +82,19 @@ def _minute(timestamp: object) -> int:
     return value - value % 60
 
 
+def _joins(data: dict[str, Any]) -> bool:
+    """A /join that can make its sender staff: only then is their name read (and stored)."""
+    text = data.get("text")
+    if not isinstance(text, str) or data["chat"].get("type") != "private":
+        return False  # a group's /join binds the group: nobody's name is taken
+    words = text.split()  # as the command handler splits it: the command, then the code's parts
+    return bool(words) and (words[0] == "/join" or words[0].startswith("/join@")) and could_be_invite(
+        "".join(words[1:]))
+
+
 def _message(data: dict[str, Any], *, keep_markup: bool = False) -> dict[str, Any]:
     text = data.get("text")
-    named = isinstance(text, str) and text.split(maxsplit=1)[:1] in (["/join"],) or (
-        isinstance(text, str) and text.startswith("/join@"))
+    named = _joins(data)
     message: dict[str, Any] = {
         "message_id": data["message_id"],
         "date": _minute(data.get("date")),

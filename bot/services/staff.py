@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -11,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bot.deps import Deps
+from bot.domain.invite import new_invite_code, normalize_invite
 from bot.domain.lifecycle import CaseAction, CaseState, IllegalTransition, transition
 from bot.services import audit, deadlines, delivery, notify, officials
 from bot.services.views import add_event, tip_view
@@ -19,13 +19,6 @@ from storage.directory import is_staff
 from storage.models import Invite, Staff, TeamChat, Tip, TipEvent
 
 ROLES = ("lead", "member", "office", "official")
-_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud and typed by hand
-
-
-def normalize_invite(code: str) -> str:
-    return "".join(ch for ch in code.upper() if ch.isalnum())
-
-
 def invite_hash(keyring: Keyring, code: str) -> str:
     return keyring.pseudonym("invite", normalize_invite(code))
 
@@ -44,8 +37,7 @@ def create_invite(
         raise ValueError("kind is person or group")
     if kind == "person" and role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
-    raw = "".join(secrets.choice(_ALPHABET) for _ in range(12))
-    code = "-".join(raw[i : i + 4] for i in range(0, 12, 4))
+    code = new_invite_code()
     session.add(
         Invite(code_hash=invite_hash(keyring, code), kind=kind, role=role, team_number=team_number,
                created_at=now, expires_at=now + valid_for)

@@ -67,6 +67,7 @@ async def test_join_with_invite_code_in_chat(harness: Harness) -> None:
     with h.deps.sessions.begin() as session:
         staff = session.scalar(select(Staff).where(Staff.telegram_user_id == LEAD2))
         assert staff is not None and (staff.role, staff.team_number) == ("lead", 2)
+        assert staff.display_name == "Lead Two"  # staff are named; the journal kept it for the join
 
 
 async def test_group_binding_delivers_waiting_tips_and_members_acknowledge_there(harness: Harness) -> None:

@@ -157,7 +157,8 @@ def test_the_journal_seals_only_what_handlers_need(poller: DurablePoller, deps: 
     document = {"file_id": "F1", "file_unique_id": "U1", "file_name": f"{FIRST_NAME} statement.docx",
                 "mime_type": "application/msword", "file_size": 1234}
     fresh = poller.journal([update(100, "report SECRETWORD", document=document), update(101, "", contact=contact),
-                            update(102, "/join ABCDEF", entities=[{"type": "bot_command", "offset": 0, "length": 5}])])
+                            update(102, "/join abcd-efgh-jkmn", entities=[{"type": "bot_command", "offset": 0,
+                                                                               "length": 5}])])
     assert [e.update_id for e in fresh] == [100, 101, 102]
     assert offset(deps) == "103"
     stored = rows(deps)
@@ -179,6 +180,23 @@ def test_the_journal_seals_only_what_handlers_need(poller: DurablePoller, deps: 
     dump = dump_database(engine)
     for secret in (FIRST_NAME, USERNAME, "SECRETWORD", str(CHAT_ID)):
         assert secret not in dump
+
+
+def test_a_wrong_join_leaves_no_name_in_the_journal(poller: DurablePoller, deps: Deps) -> None:
+    """Only a code of the form tipline makes can make a staff member (whose name is then
+    stored): a citizen's mistyped /join is journaled without the sender's name."""
+    command = [{"type": "bot_command", "offset": 0, "length": 5}]
+    poller.journal([update(110, "/join WRONG", entities=command), update(111, "/join ABCDEF", entities=command),
+                    update(112, "/join ABCD-EFGH-1234", entities=command),  # 1 is never in a code
+                    update(113, "/join@tipline_bot WRONG-CODE-1234", entities=command),
+                    update(114, "/join ABCD-EFGH-JKMN", entities=command)])
+    stored = rows(deps)
+    opened = {i: poller.keys.open(stored[i].payload_enc).decode() for i in range(110, 115)}
+    for i in range(110, 114):
+        assert FIRST_NAME not in opened[i] and LAST_NAME not in opened[i], i
+        replay = Update.de_json(json.loads(opened[i]), None)
+        assert replay.message.text.startswith("/join") and replay.effective_user.id == CHAT_ID
+    assert FIRST_NAME in opened[114] and LAST_NAME in opened[114]  # a staff member's join is named
 
 
 def test_journal_inserts_are_idempotent_across_pollers(deps: Deps, config: Config, clock: FakeClock,
