@@ -10,8 +10,11 @@ Cleaning rebuilds a file rather than deleting fields from it:
   /Metadata stream, /PieceInfo, embedded files and the author and dates of annotations
   removed; every JPEG inside (a DCTDecode stream: a scan, a photo pasted into a report)
   loses its EXIF (GPS, camera serial), XMP, IPTC, ICC and comment segments, its
-  compressed pixels kept byte for byte; the file written anew (no earlier revisions)
-  with an /ID made from its content;
+  compressed pixels kept byte for byte; every JPEG 2000 image inside (JPXDecode) keeps
+  only the boxes that say how to read it (XML, uuid, rights, URL, resolution and other
+  boxes dropped, an ICC profile replaced by the plain colour space it stands for) and its
+  codestream without comments, the coded data byte for byte; the file written anew (no
+  earlier revisions) with an /ID made from its content;
 - OOXML (docx, xlsx, pptx) and ODF (odt, ods, odp): the zip written anew with neutral
   member dates and no comment or extra fields; docProps core/app/custom (OOXML) and
   meta.xml (ODF) replaced by empty ones, the thumbnail dropped (OOXML) or re-encoded (ODF),
@@ -349,25 +352,26 @@ def clean_pdf(data: bytes) -> Cleaned:
                 keep.append(annot)
             page.obj["/Annots"] = keep
         for obj in pdf.objects:
-            if isinstance(obj, pikepdf.Stream) and _dct_filters(obj) is not None:
-                _strip_pdf_jpeg(obj)
+            if isinstance(obj, pikepdf.Stream) and _image_filters(obj) is not None:
+                _strip_pdf_image(obj)
         buf = io.BytesIO()
         pdf.save(buf, deterministic_id=True, fix_metadata_version=False, encryption=False)
     return Cleaned(buf.getvalue(), "pdf", "application/pdf", photo=False)
 
 
-def _dct_filters(stream: pikepdf.Stream) -> list[pikepdf.Name] | None:
-    """The stream's filters if its last one is DCTDecode (its decoded bytes are a JPEG file)."""
+def _image_filters(stream: pikepdf.Stream) -> list[pikepdf.Name] | None:
+    """The stream's filters if its last one is DCTDecode or JPXDecode (its decoded bytes are
+    then a JPEG file, or a JPEG 2000 file or codestream)."""
     filters = stream.get("/Filter")
     names = list(filters) if isinstance(filters, pikepdf.Array) else [filters] if filters is not None else []
-    if names and names[-1] == pikepdf.Name.DCTDecode:
+    if names and names[-1] in (pikepdf.Name.DCTDecode, pikepdf.Name.JPXDecode):
         return names
     return None
 
 
-def _pdf_jpeg(stream: pikepdf.Stream) -> bytes:
-    """The JPEG file a DCTDecode stream holds (any filters before DCTDecode undone)."""
-    filters = _dct_filters(stream) or []
+def _pdf_image(stream: pikepdf.Stream) -> bytes:
+    """The JPEG (2000) image a DCTDecode or JPXDecode stream holds (any filters before undone)."""
+    filters = _image_filters(stream) or []
     if len(filters) == 1:
         return stream.read_raw_bytes()
     # qpdf decodes a chain only whole; the filters before DCTDecode are undone in a scratch
@@ -383,17 +387,18 @@ def _pdf_jpeg(stream: pikepdf.Stream) -> bytes:
         return before.read_bytes()
 
 
-def _strip_pdf_jpeg(stream: pikepdf.Stream) -> None:
-    jpeg = _pdf_jpeg(stream)
-    stripped = strip_jpeg_segments(jpeg)
-    if stripped == jpeg:
+def _strip_pdf_image(stream: pikepdf.Stream) -> None:
+    last = (_image_filters(stream) or [pikepdf.Name.DCTDecode])[-1]
+    image = _pdf_image(stream)
+    stripped = strip_jpeg_segments(image) if last == pikepdf.Name.DCTDecode else strip_jpx(image)
+    if stripped == image:
         return
     parms = stream.get("/DecodeParms")
     if isinstance(parms, pikepdf.Array):
         parms = parms[len(parms) - 1] if len(parms) else None
     if not isinstance(parms, pikepdf.Dictionary):
         parms = None
-    stream.write(stripped, filter=pikepdf.Name.DCTDecode, decode_parms=parms)
+    stream.write(stripped, filter=last, decode_parms=parms)
 
 
 def strip_jpeg_segments(data: bytes) -> bytes:
@@ -427,6 +432,177 @@ def strip_jpeg_segments(data: bytes) -> bytes:
     raise Uncleanable(DAMAGED, "truncated JPEG inside the PDF")
 
 
+# JPEG 2000 (ISO 15444-1/-2): a JP2/JPX file is a run of boxes; a PDF may hold it, or the
+# bare codestream, in a JPXDecode stream. Kept: what a reader needs to show the image.
+JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+J2K_START = b"\xff\x4f\xff\x51"  # SOC, then SIZ
+JP2_KEEP = {b"jP  ", b"ftyp", b"rreq", b"jp2h", b"jp2c"}
+JP2H_KEEP = {b"ihdr", b"bpcc", b"colr", b"pclr", b"cmap", b"cdef"}
+JP2_BOX_NAMES = {b"xml ": "XML", b"uuid": "uuid (XMP, EXIF)", b"jp2i": "rights", b"uinf": "URL", b"res ": "resolution"}
+ENUM_GREY, ENUM_SRGB = 17, 16
+J2K_SOT, J2K_SOD, J2K_EOC, J2K_TLM, J2K_COM = 0x90, 0x93, 0xD9, 0x55, 0x64
+
+
+def strip_jpx(data: bytes) -> bytes:
+    """A JPEG 2000 image (a JP2/JPX file or a bare codestream) without what can name its
+    author; the coded image kept byte for byte. `Uncleanable` if it cannot be read."""
+    return _jpx(data)[0]
+
+
+def jpx_leftovers(data: bytes) -> list[str]:
+    """What `strip_jpx` would remove from a JPEG 2000 image (empty: nothing)."""
+    try:
+        return _jpx(data)[1]
+    except Uncleanable:
+        return ["broken JPEG 2000"]
+
+
+def _jpx(data: bytes) -> tuple[bytes, list[str]]:
+    if data.startswith(J2K_START):
+        return _codestream(data)
+    if not data.startswith(JP2_SIGNATURE):
+        raise Uncleanable(DAMAGED, "not a JPEG 2000 image inside the PDF")
+    out, streams = bytearray(), 0
+    found: list[str] = []
+    for kind, body in _jp2_boxes(data):
+        if kind == b"jp2h":
+            body, dropped = _jp2_header(body)
+            found += dropped
+        elif kind == b"jp2c":
+            body, dropped = _codestream(body)
+            found += dropped
+            streams += 1
+        elif kind not in JP2_KEEP:
+            found.append(JP2_BOX_NAMES.get(kind, "box " + kind.decode("latin-1").strip()))
+            continue
+        out += _jp2_box(kind, body)
+    if not streams:  # (a JPX image kept in fragments elsewhere in the file is not read here)
+        raise Uncleanable(DAMAGED, "no codestream in the JPEG 2000 image")
+    return bytes(out), found
+
+
+def _jp2_boxes(data: bytes) -> list[tuple[bytes, bytes]]:
+    boxes: list[tuple[bytes, bytes]] = []
+    i = 0
+    while i < len(data):
+        if i + 8 > len(data):
+            raise Uncleanable(DAMAGED, "truncated JPEG 2000 box")
+        length, kind, head = int.from_bytes(data[i : i + 4], "big"), data[i + 4 : i + 8], 8
+        if length == 1:  # the length follows, in 8 bytes
+            length, head = int.from_bytes(data[i + 8 : i + 16], "big"), 16
+        elif length == 0:  # to the end of the file
+            length = len(data) - i
+        if length < head or i + length > len(data):
+            raise Uncleanable(DAMAGED, "broken JPEG 2000 box")
+        boxes.append((kind, data[i + head : i + length]))
+        i += length
+    return boxes
+
+
+def _jp2_box(kind: bytes, body: bytes) -> bytes:
+    if len(body) + 8 < 2**32:
+        return (len(body) + 8).to_bytes(4, "big") + kind + body
+    return (1).to_bytes(4, "big") + kind + (len(body) + 16).to_bytes(8, "big") + body
+
+
+def _jp2_header(body: bytes) -> tuple[bytes, list[str]]:
+    """The JP2 header's boxes that say how to read the image; one colour box, an ICC
+    profile (or a vendor's colour method) in it replaced by the enumerated space."""
+    boxes = _jp2_boxes(body)
+    if not boxes or boxes[0][0] != b"ihdr" or len(boxes[0][1]) < 10:
+        raise Uncleanable(DAMAGED, "no image header in the JPEG 2000 image")
+    channels = int.from_bytes(boxes[0][1][8:10], "big")
+    for kind, box in boxes:
+        if kind == b"pclr" and len(box) >= 3:
+            channels = box[2]  # the palette's columns
+    for kind, box in boxes:
+        if kind == b"cdef" and len(box) >= 2:  # alpha and other channels are not colours
+            channels = sum(int.from_bytes(box[4 + 6 * n : 6 + 6 * n], "big") == 0
+                           for n in range(int.from_bytes(box[:2], "big")))
+    out, coloured = bytearray(), False
+    found: list[str] = []
+    for kind, box in boxes:
+        if kind not in JP2H_KEEP:
+            found.append(JP2_BOX_NAMES.get(kind, "box " + kind.decode("latin-1").strip()))
+            continue
+        if kind == b"colr":
+            if coloured:
+                found.append("second colour box")
+                continue
+            coloured = True
+            if not (box[:1] == b"\x01" and len(box) == 7):  # an ICC profile, or a vendor's method
+                found.append("ICC")
+                if channels not in (1, 3):
+                    raise Uncleanable(DAMAGED, "a JPEG 2000 colour profile with no plain equivalent")
+                box = b"\x01\x00\x00" + (ENUM_GREY if channels == 1 else ENUM_SRGB).to_bytes(4, "big")
+        out += _jp2_box(kind, box)
+    return bytes(out), found
+
+
+def _codestream(data: bytes) -> tuple[bytes, list[str]]:
+    """A JPEG 2000 codestream without its comment (COM) marker segments: in the main header,
+    and in tile-part headers (whose lengths are then made right); the coded data untouched."""
+    def broken() -> Uncleanable:
+        return Uncleanable(DAMAGED, "broken JPEG 2000 codestream")
+
+    if not data.startswith(J2K_START):
+        raise broken()
+    out, i, indexed = bytearray(data[:2]), 2, False
+    found: list[str] = []
+    while True:  # the main header: marker segments until the first tile-part
+        if i + 4 > len(data) or data[i] != 0xFF:
+            raise broken()
+        marker = data[i + 1]
+        if marker == J2K_SOT:
+            break
+        end = i + 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+        if end > len(data) or end < i + 4:
+            raise broken()
+        indexed |= marker == J2K_TLM
+        if marker == J2K_COM:
+            found.append("comment")
+        else:
+            out += data[i:end]
+        i = end
+    while i + 2 <= len(data):  # tile-parts: SOT, their header, SOD, coded data
+        if data[i] != 0xFF:
+            raise broken()
+        if data[i + 1] == J2K_EOC:
+            out += data[i:]
+            return bytes(out), found
+        if data[i + 1] != J2K_SOT or i + 12 > len(data):
+            raise broken()
+        psot = int.from_bytes(data[i + 6 : i + 10], "big")
+        last = len(data) - 2 if data.endswith(b"\xff\xd9") else len(data)
+        end = i + psot if psot else last  # 0: this tile-part runs to the end
+        if end > len(data) or end < i + 14:
+            raise broken()
+        header, j = bytearray(data[i : i + 12]), i + 12
+        while True:
+            if j + 2 > end or data[j] != 0xFF:
+                raise broken()
+            if data[j + 1] == J2K_SOD:
+                break
+            after = j + 2 + int.from_bytes(data[j + 2 : j + 4], "big")
+            if after > end or after < j + 4:
+                raise broken()
+            if data[j + 1] == J2K_COM:
+                found.append("comment")
+            else:
+                header += data[j:after]
+            j = after
+        removed = (j - i) - len(header)
+        if removed and indexed:  # the main header's index of tile-part lengths would be wrong
+            raise Uncleanable(DAMAGED, "a comment in a tile of an indexed JPEG 2000 codestream")
+        if removed and psot:
+            header[6:10] = (psot - removed).to_bytes(4, "big")
+        out += header + data[j:end]
+        i = end
+    if i != len(data):
+        raise broken()
+    return bytes(out), found  # no end-of-codestream marker: kept as it came
+
+
 def pdf_leftovers(data: bytes) -> list[str]:
     found: list[str] = []
     try:
@@ -452,8 +628,13 @@ def pdf_leftovers(data: bytes) -> list[str]:
                 if isinstance(annot, pikepdf.Dictionary):
                     found += [f"annotation {k}" for k in ANNOT_DROP_KEYS if k in annot]
         for obj in pdf.objects:
-            if isinstance(obj, pikepdf.Stream) and _dct_filters(obj) is not None:
-                found += [f"JPEG inside: {what}" for what in jpeg_leftovers(_pdf_jpeg(obj), adobe=True)]
+            filters = _image_filters(obj) if isinstance(obj, pikepdf.Stream) else None
+            if filters is None:
+                continue
+            if filters[-1] == pikepdf.Name.DCTDecode:
+                found += [f"JPEG inside: {what}" for what in jpeg_leftovers(_pdf_image(obj), adobe=True)]
+            else:
+                found += [f"JPEG 2000 inside: {what}" for what in jpx_leftovers(_pdf_image(obj))]
     return sorted(set(found))
 
 

@@ -101,6 +101,60 @@ def pdf_with_metadata() -> bytes:
     return buf.getvalue()
 
 
+GPS_TEXT = "GPSLatitude 36,45.3083N GPSLongitude 112,10.9833E-7731"
+
+
+def _box(kind: bytes, body: bytes) -> bytes:
+    return (len(body) + 8).to_bytes(4, "big") + kind + body
+
+
+def j2k_with_comment() -> bytes:
+    """A bare JPEG 2000 codestream whose main header has a comment naming its author."""
+    buf = io.BytesIO()
+    picture().save(buf, "JPEG2000", no_jp2=True, comment=AUTHOR)
+    return buf.getvalue()
+
+
+def jp2_with_metadata() -> bytes:
+    """A JP2 file as a scanner might write it: an XML box with GPS, an XMP uuid box, an ICC
+    profile naming the company, a resolution box, and a comment in its codestream."""
+    buf = io.BytesIO()
+    picture().save(buf, "JPEG2000", comment=AUTHOR)
+    data, boxes, i = buf.getvalue(), [], 0
+    while i < len(data):
+        length = int.from_bytes(data[i : i + 4], "big") or len(data) - i
+        boxes.append((data[i + 4 : i + 8], data[i + 8 : i + length]))
+        i += length
+    out = b""
+    for kind, body in boxes:
+        if kind == b"jp2h":
+            ihdr = body[: int.from_bytes(body[:4], "big")]
+            icc = b"\x02\x00\x00" + f"fake ICC profile of {COMPANY}".encode()
+            body = ihdr + _box(b"colr", icc) + _box(b"res ", _box(b"resc", bytes(10)))
+        out += _box(kind, body)
+        if kind == b"jp2h":
+            out += _box(b"xml ", f"<exif><gps>{GPS_TEXT}</gps></exif>".encode())
+            out += _box(b"uuid", bytes.fromhex("BE7ACFCB97A942E89C71999491E3AFAC") + XMP)
+    return out
+
+
+def pdf_with_jpx() -> bytes:
+    """A PDF with a JP2 file (its colour space its own) and a bare codestream inside."""
+    pdf = pikepdf.new()
+    pdf.add_blank_page(page_size=(200, 200))
+    jp2 = pdf.make_stream(jp2_with_metadata(), Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Image, Width=64,
+                          Height=48, Filter=pikepdf.Name.JPXDecode)
+    j2k = pdf.make_stream(j2k_with_comment(), Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Image, Width=64,
+                          Height=48, ColorSpace=pikepdf.Name.DeviceRGB, BitsPerComponent=8,
+                          Filter=pikepdf.Name.JPXDecode)
+    page = pdf.pages[0]
+    page.obj["/Resources"] = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im1=jp2, Im2=j2k))
+    page.obj["/Contents"] = pdf.make_stream(b"q 64 0 0 48 10 100 cm /Im1 Do Q q 64 0 0 48 100 100 cm /Im2 Do Q")
+    buf = io.BytesIO()
+    pdf.save(buf)
+    return buf.getvalue()
+
+
 CT = "http://schemas.openxmlformats.org/package/2006/content-types"
 RELS = "http://schemas.openxmlformats.org/package/2006/relationships"
 DOCREL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"

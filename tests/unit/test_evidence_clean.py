@@ -236,6 +236,63 @@ def test_a_jpeg_inside_a_pdf_loses_gps_and_serial_and_keeps_its_pixels() -> None
             assert old.tobytes() == new.tobytes()  # the compressed image itself is untouched
 
 
+def _jpx_images(data: bytes) -> dict[str, bytes]:
+    with pikepdf.open(io.BytesIO(data)) as pdf:
+        return {name: image.read_raw_bytes() for name, image in fx.page_images(pdf.pages[0]).items()}
+
+
+def _coded(codestream: bytes) -> bytes:
+    """A codestream from its first tile-part on: the coded image itself."""
+    return codestream[codestream.index(b"\xff\x90"):]
+
+
+def test_a_jpeg_2000_inside_a_pdf_loses_its_metadata_and_keeps_its_codestream() -> None:
+    raw = fx.pdf_with_jpx()
+    secrets = (fx.GPS_TEXT, fx.XMP_AUTHOR, fx.COMPANY, fx.AUTHOR)
+    before = _jpx_images(raw)
+    assert all(m.encode() in before["/Im1"] for m in secrets) and fx.AUTHOR.encode() in before["/Im2"]
+    assert {"JPEG 2000 inside: XML", "JPEG 2000 inside: uuid (XMP, EXIF)", "JPEG 2000 inside: ICC",
+            "JPEG 2000 inside: comment"} <= set(ec.verify(raw))
+    out = ec.clean(raw)
+    assert ec.verify(out.data) == [] and not [m for m in secrets if m in fx.all_text(out.data)]
+    after = _jpx_images(out.data)
+    for name in ("/Im1", "/Im2"):
+        assert not [m for m in secrets if m.encode() in after[name]], name
+        with Image.open(io.BytesIO(before[name])) as old, Image.open(io.BytesIO(after[name])) as new:
+            assert (new.size, new.mode) == ((64, 48), "RGB") and old.tobytes() == new.tobytes()
+    assert after["/Im1"].startswith(ec.JP2_SIGNATURE)  # still a JP2 file, with only the image's own boxes
+    assert [kind for kind, _ in ec._jp2_boxes(after["/Im1"])] == [b"jP  ", b"ftyp", b"jp2h", b"jp2c"]
+    header = dict(ec._jp2_boxes(after["/Im1"]))[b"jp2h"]
+    assert dict(ec._jp2_boxes(header))[b"colr"] == b"\x01\x00\x00\x00\x00\x00\x10"  # the ICC profile: sRGB
+    codestream = dict(ec._jp2_boxes(after["/Im1"]))[b"jp2c"]
+    assert _coded(codestream) == _coded(dict(ec._jp2_boxes(before["/Im1"]))[b"jp2c"])  # byte for byte
+    assert _coded(after["/Im2"]) == _coded(before["/Im2"])
+
+
+def test_a_comment_in_a_tile_part_header_goes_and_the_tile_part_length_follows() -> None:
+    plain = ec.strip_jpx(fx.j2k_with_comment())  # no comment anywhere
+    sot = plain.index(b"\xff\x90")
+    psot = int.from_bytes(plain[sot + 6 : sot + 10], "big")
+    com = b"\xff\x64" + (4 + len(fx.AUTHOR)).to_bytes(2, "big") + b"\x00\x01" + fx.AUTHOR.encode()
+    commented = bytearray(plain[: sot + 12] + com + plain[sot + 12 :])
+    if psot:
+        commented[sot + 6 : sot + 10] = (psot + len(com)).to_bytes(4, "big")
+    assert ec.jpx_leftovers(bytes(commented)) == ["comment"]
+    assert ec.strip_jpx(bytes(commented)) == plain
+    # With an index of tile-part lengths in the main header, that index would go wrong: refused.
+    tlm = b"\xff\x55\x00\x06\x00\x00" + bytes(2)
+    indexed = bytes(commented[:sot]) + tlm + bytes(commented[sot:])
+    with pytest.raises(ec.Uncleanable):
+        ec.strip_jpx(indexed)
+
+
+def test_a_broken_jpeg_2000_inside_a_pdf_is_refused() -> None:
+    jp2 = fx.jp2_with_metadata()
+    for broken in (jp2[: len(jp2) // 2].replace(b"jp2c", b"jp2x"), b"\xff\x4f\xff\x51\x00", b"not an image"):
+        with pytest.raises(ec.Uncleanable):
+            ec.strip_jpx(broken)
+
+
 def test_strip_jpeg_segments_keeps_the_image_and_adobes_colour_coding() -> None:
     jpeg = fx.jpeg_with_exif()
     adobe = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x01"
