@@ -62,6 +62,7 @@ OFFSET_KEY = "poll_offset"
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
 CLAIM_BATCH = 500
 DONE_REMEMBERED = 10_000
+FINISH_BATCH = 200  # handled updates recorded in one transaction, at most
 
 
 def to_minute(moment: datetime) -> datetime:
@@ -97,6 +98,8 @@ class DurablePoller:
         self._done_order: deque[int] = deque()
         self._next_offset: int | None = None
         self._attempts: dict[int, int] = {}  # failed runs here, to time the next sweep
+        self._to_finish: list[tuple[int, bool, asyncio.Future[tuple[str, list[Entry]]]]] = []
+        self._finisher: asyncio.Task[None] | None = None
         self._owner_fd: int | None = None
         # How a dying loop is restarted (tests make it quick).
         self.restart_backoff: Callable[[], Backoff] = lambda: Backoff(base=1.0, cap=30.0)
@@ -266,16 +269,21 @@ class DurablePoller:
             taken.append(Entry(row.update_id, data, chat_of(data)))
         return taken
 
-    def _next_of_chat(self, session, tag: str) -> list[Entry]:  # type: ignore[no-untyped-def]
-        """After a row of the chat was recorded: the chat's rows that came meanwhile (left for
-        this process by another one), unless another live process holds the chat."""
-        now = db_now(session)
-        rows = list(session.scalars(select(UpdateJournal)
-                                    .where(UpdateJournal.chat_key == tag, UpdateJournal.processed_at.is_(None))
-                                    .order_by(UpdateJournal.update_id)))
-        if not rows or self._held_by_others(rows, now):
-            return []
-        return self._take(session, rows, now, now + self._lease)
+    def _next_of_chats(self, session, tags: list[str], now: datetime) -> dict[str, list[Entry]]:  # type: ignore[no-untyped-def]
+        """After rows of these chats were recorded: each chat's rows that came meanwhile (left
+        for this process by another one), unless another live process holds the chat; one SELECT."""
+        by_tag: dict[str, list[UpdateJournal]] = {}
+        for start in range(0, len(tags), 500):
+            for row in session.scalars(select(UpdateJournal)
+                                       .where(UpdateJournal.chat_key.in_(tags[start:start + 500]),
+                                              UpdateJournal.processed_at.is_(None))
+                                       .order_by(UpdateJournal.update_id)):
+                by_tag.setdefault(row.chat_key, []).append(row)
+        taken: dict[str, list[Entry]] = {}
+        for tag, rows in by_tag.items():
+            if not self._held_by_others(rows, now):
+                taken[tag] = self._take(session, rows, now, now + self._lease)
+        return taken
 
     def pending(self) -> list[int]:
         with self.deps.sessions.begin() as session:
@@ -370,28 +378,57 @@ class DurablePoller:
 
     def finish_and_next(self, update_id: int, failed: bool) -> tuple[str, list[Entry]]:
         """`finish`, and the chat's rows another process left for this one meanwhile."""
+        return self.finish_many([(update_id, failed)])[0]
+
+    def finish_many(self, results: list[tuple[int, bool]]) -> list[tuple[str, list[Entry]]]:
+        """`finish_and_next` for several updates (of different chats) in one transaction:
+        what 200 chats finishing at once cost 200 transactions of four statements each
+        costs a few statements here (tests/integration/test_update_journal.py counts them).
+        All or nothing: a crash before the commit leaves every one of them claimed and
+        unprocessed, to be taken up again (and, being recorded in its conversation as
+        applied, not applied twice: bot/conversations.py)."""
+        if not results:
+            return []
+        outcomes: dict[int, tuple[str, int, str | None]] = {}
+        following: dict[str, list[Entry]] = {}
         with self.deps.sessions.begin() as session:
-            row = session.get(UpdateJournal, update_id)
-            if row is None or row.processed_at is not None:
-                return "done", []
-            tag = row.chat_key
-            if tag:
-                chatorder.lock(session, [tag])
-            outcome = "done"
-            if failed:
-                row.attempts += 1
-                outcome = "given_up"
-                if row.attempts < self.cfg.max_attempts:
-                    delay = self.cfg.retry_seconds * 2 ** (row.attempts - 1)
-                    row.next_attempt_at = db_now(session) + timedelta(seconds=delay)
-                    outcome = "retry"
-            attempts = row.attempts
-            if outcome != "retry":
-                self._erase(row)
-            following = self._next_of_chat(session, tag) if tag else []
-        if outcome == "given_up":
-            log.error("journal entry %s given up after %d failed attempts", update_id, attempts)
-        return outcome, following
+            ids = [update_id for update_id, _ in results]
+            rows = {r.update_id: r for r in session.scalars(
+                select(UpdateJournal).where(UpdateJournal.update_id.in_(ids)))}
+            live = {i: r for i, r in rows.items() if r.processed_at is None}
+            tags = sorted({r.chat_key for r in live.values() if r.chat_key})
+            chatorder.lock(session, tags)
+            now = db_now(session) if tags or any(f for _, f in results) else None
+            for update_id, failed in results:
+                row = live.get(update_id)
+                if row is None:
+                    continue
+                outcome = "done"
+                if failed:
+                    assert now is not None
+                    row.attempts += 1
+                    outcome = "given_up"
+                    if row.attempts < self.cfg.max_attempts:
+                        delay = self.cfg.retry_seconds * 2 ** (row.attempts - 1)
+                        row.next_attempt_at = now + timedelta(seconds=delay)
+                        outcome = "retry"
+                tag = row.chat_key
+                outcomes[update_id] = (outcome, row.attempts, tag)
+                if outcome != "retry":
+                    self._erase(row)
+            if tags:
+                assert now is not None
+                following = self._next_of_chats(session, tags, now)
+        answers: list[tuple[str, list[Entry]]] = []
+        for update_id, _ in results:
+            if update_id not in outcomes:
+                answers.append(("done", []))
+                continue
+            outcome, attempts, tag = outcomes[update_id]
+            if outcome == "given_up":
+                log.error("journal entry %s given up after %d failed attempts", update_id, attempts)
+            answers.append((outcome, following.pop(tag, []) if tag else []))
+        return answers
 
     # maintenance -----------------------------------------------------------------------
     def prune(self) -> int:
@@ -494,7 +531,7 @@ class DurablePoller:
         backoff = Backoff(base=0.5, cap=10.0)
         while True:
             try:
-                outcome, following = await asyncio.to_thread(self.finish_and_next, entry.update_id, failed)
+                outcome, following = await self._finish(entry.update_id, failed)
                 break
             except Exception as exc:  # noqa: BLE001 - the database is away: keep the result, retry
                 self._tlog("record", logging.WARNING, "journal: recording a handled update failed (%s); retrying",
@@ -521,6 +558,30 @@ class DurablePoller:
         else:
             self._attempts.pop(entry.update_id, None)
             self.given_up += 1
+
+    async def _finish(self, update_id: int, failed: bool) -> tuple[str, list[Entry]]:
+        """Record a handled update with the others finishing meanwhile (a group commit):
+        the first waits for nobody; those that finish while its transaction runs go
+        together in the next one (`finish_many`), at most FINISH_BATCH at a time."""
+        future: asyncio.Future[tuple[str, list[Entry]]] = asyncio.get_running_loop().create_future()
+        self._to_finish.append((update_id, failed, future))
+        if self._finisher is None or self._finisher.done():
+            self._finisher = asyncio.create_task(self._finish_batches(), name="tipline-journal-finish")
+        return await future
+
+    async def _finish_batches(self) -> None:
+        while self._to_finish:
+            batch, self._to_finish = self._to_finish[:FINISH_BATCH], self._to_finish[FINISH_BATCH:]
+            try:
+                answers = await asyncio.to_thread(self.finish_many, [(u, f) for u, f, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - each waiter retries (_record)
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (*_, future), answer in zip(batch, answers):
+                if not future.done():
+                    future.set_result(answer)
 
     # loops ---------------------------------------------------------------------------------
     async def run(self, fetch: bool = True) -> None:
@@ -560,7 +621,7 @@ class DurablePoller:
                             .values(claimed_by=None, lease_until=None))
 
     async def _cancel(self, sweeper: asyncio.Task[None]) -> None:
-        tasks = [sweeper, *self._runners.values()]
+        tasks = [sweeper, *self._runners.values(), *([self._finisher] if self._finisher else [])]
         for task in tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
