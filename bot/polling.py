@@ -211,11 +211,19 @@ class DurablePoller:
             chatorder.lock(session, [t for chat_tags in tags.values() for t in chat_tags])
             db = db_now(session)
             lease_until = db + self._lease
+            # The waiting rows of every chat of the batch, in one SELECT rather than one per
+            # update; a chat's second update in the batch reads them again (they changed).
+            waiting = self._waiting_rows(session, [t for chat_tags in tags.values() for t in chat_tags])
+            first_of_chat: set[tuple[str, int]] = set()
             for update_id, data, chat in prepared:
-                existing = list(session.scalars(
-                    select(UpdateJournal).where(UpdateJournal.chat_key.in_(tags[chat]),
-                                                UpdateJournal.processed_at.is_(None))
-                    .order_by(UpdateJournal.update_id)))
+                if chat not in first_of_chat:
+                    first_of_chat.add(chat)
+                    existing = sorted((r for t in tags[chat] for r in waiting.get(t, ())), key=lambda r: r.update_id)
+                else:
+                    existing = list(session.scalars(
+                        select(UpdateJournal).where(UpdateJournal.chat_key.in_(tags[chat]),
+                                                    UpdateJournal.processed_at.is_(None))
+                        .order_by(UpdateJournal.update_id)))
                 if any(r.update_id == update_id for r in existing):
                     continue  # delivered twice, still waiting
                 held = self._held_by_others(existing, db)
@@ -241,6 +249,19 @@ class DurablePoller:
                                 .values(value=str(next_offset)))
         fresh.sort(key=lambda e: e.update_id)
         return fresh, new_ids
+
+    @staticmethod
+    def _waiting_rows(session, tags: list[str]) -> dict[str, list[UpdateJournal]]:  # type: ignore[no-untyped-def]
+        """The unprocessed rows carrying these chat tags, by tag, in update_id order."""
+        by_tag: dict[str, list[UpdateJournal]] = {}
+        unique = sorted(set(tags))
+        for start in range(0, len(unique), 500):
+            for row in session.scalars(select(UpdateJournal)
+                                       .where(UpdateJournal.chat_key.in_(unique[start:start + 500]),
+                                              UpdateJournal.processed_at.is_(None))
+                                       .order_by(UpdateJournal.update_id)):
+                by_tag.setdefault(row.chat_key, []).append(row)
+        return by_tag
 
     # one chat at a time across processes (bot/chatorder.py) ------------------------------------
     def _held_by_others(self, rows: list[UpdateJournal], now: datetime) -> bool:
@@ -272,13 +293,7 @@ class DurablePoller:
     def _next_of_chats(self, session, tags: list[str], now: datetime) -> dict[str, list[Entry]]:  # type: ignore[no-untyped-def]
         """After rows of these chats were recorded: each chat's rows that came meanwhile (left
         for this process by another one), unless another live process holds the chat; one SELECT."""
-        by_tag: dict[str, list[UpdateJournal]] = {}
-        for start in range(0, len(tags), 500):
-            for row in session.scalars(select(UpdateJournal)
-                                       .where(UpdateJournal.chat_key.in_(tags[start:start + 500]),
-                                              UpdateJournal.processed_at.is_(None))
-                                       .order_by(UpdateJournal.update_id)):
-                by_tag.setdefault(row.chat_key, []).append(row)
+        by_tag = self._waiting_rows(session, tags)
         taken: dict[str, list[Entry]] = {}
         for tag, rows in by_tag.items():
             if not self._held_by_others(rows, now):

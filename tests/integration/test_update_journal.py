@@ -657,3 +657,20 @@ async def test_updates_finishing_together_are_recorded_together(deps: Deps) -> N
     assert sorted(u for b in batches for u in b) == [7200 + i for i in range(chats)]  # each once
     assert len(batches) < chats  # the ones finishing while a batch was written went together
     assert all(r.processed_at is not None for r in rows(deps).values())
+
+
+def test_journaling_a_batch_reads_the_waiting_rows_once(deps: Deps, engine: Engine) -> None:
+    poller, _ = make_poller(deps)
+    poller.journal([update(7300, chat_id=CHAT_ID)], advance_offset=False)  # a chat with a row waiting
+    seen, stop = _statements(engine)
+    try:
+        fresh = poller.journal([update(7301 + i, chat_id=CHAT_ID + i) for i in range(30)]
+                               + [update(7331, chat_id=CHAT_ID + 1)], advance_offset=False)
+    finally:
+        stop()  # type: ignore[operator]
+    assert [e.update_id for e in fresh] == list(range(7301, 7332))
+    assert rows(deps)[7301].chat_key == rows(deps)[7300].chat_key  # the waiting row's chat found
+    assert rows(deps)[7331].chat_key == rows(deps)[7302].chat_key
+    reads = [s for s in seen if s.lstrip().upper().startswith("SELECT") and "update_journal" in s]
+    # one read of every chat's waiting rows, and one more for the chat with a second update
+    assert len(reads) == 2, reads
