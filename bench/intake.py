@@ -69,6 +69,19 @@ def rss_mib() -> float:
 
 
 async def run_tipline(tipsters: int, database_url: str | None, production: bool) -> dict[str, float]:
+    from bench.claim import _schema_url
+
+    # A fresh schema on PostgreSQL each run: a second run in the same database found the
+    # first one's journal (the same update ids, "handled already") and answered nothing.
+    url, drop = _schema_url(database_url) if database_url else (None, None)
+    try:
+        return await _run_tipline(tipsters, url, production)
+    finally:
+        if drop is not None:
+            drop()  # type: ignore[operator]
+
+
+async def _run_tipline(tipsters: int, database_url: str | None, production: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         url = database_url or f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
         async with FakeBotAPI("123456:TEST-TOKEN", global_per_second=None, per_chat_per_second=None,
