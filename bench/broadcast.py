@@ -90,6 +90,12 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_mib() -> float:
+    """Resident memory now (Linux), to show it flat over a long run, not only its peak."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
 def account(srv: FakeBotAPI, name: str, expected: Counter[tuple[int, str]], wall: float) -> Figures:
     sent = srv.sent
     got = Counter((int(r["chat_id"]), r["method"]) for r in sent)
@@ -103,7 +109,7 @@ def account(srv: FakeBotAPI, name: str, expected: Counter[tuple[int, str]], wall
                    srv.count_429, srv.count_5xx, lost, dups, wall, peak_mib())
 
 
-def tipline_run(srv: FakeBotAPI, n: int, rate: float, database_url: str) -> Figures:
+def tipline_run(srv: FakeBotAPI, n: int, rate: float, database_url: str, memory_every: float = 0.0) -> Figures:
     config = make_config(database_url, telegram={"base_url": srv.base_url, "base_file_url": srv.base_file_url,
                                                  "global_per_second": rate, "per_chat_per_second": 1.0})
     deps, engine = build_deps(config, SystemClock())
@@ -134,11 +140,16 @@ def tipline_run(srv: FakeBotAPI, n: int, rate: float, database_url: str) -> Figu
             sender = OutboxSender(ext, deps)
             start = time.monotonic()
             sender.start()
+            shown = start
             while True:
                 await asyncio.sleep(1.0)
                 with deps.sessions.begin() as session:
                     open_rows = session.scalar(select(func.count()).select_from(OutboxMessage)
                                                .where(OutboxMessage.status.in_(("pending", "sending"))))
+                if memory_every and time.monotonic() - shown >= memory_every:
+                    shown = time.monotonic()
+                    print(f"  {shown - start:6.0f} s: {len(srv.sent):6d} delivered, {open_rows:6d} open, "
+                          f"RSS {rss_mib():5.0f} MiB", flush=True)
                 if not open_rows:
                     break
             await sender.stop()
@@ -208,6 +219,8 @@ def main() -> None:
     p.add_argument("--error-rate", type=float, default=0.01, help="share of transient 5xx")
     p.add_argument("--database-url", help="PostgreSQL database to make schemas in; default: SQLite files")
     p.add_argument("--skip-ptb", action="store_true", help="only tipline's sender")
+    p.add_argument("--memory-every", type=float, default=0.0,
+                   help="print tipline's progress and resident memory every so many seconds")
     args = p.parse_args()
     srv = FakeBotAPI(TOKEN, global_per_second=int(args.rate), per_chat_per_second=1, group_per_minute=20,
                      transient_error_rate=args.error_rate, seed=1, strict_file_ids=False)
@@ -223,7 +236,7 @@ def main() -> None:
                 srv.reset_limits()
                 url, drop = fresh_database(args.database_url, tmp, run)
                 try:
-                    ours.append(tipline_run(srv, args.subscribers, args.rate, url))
+                    ours.append(tipline_run(srv, args.subscribers, args.rate, url, args.memory_every))
                 finally:
                     if drop is not None:
                         drop()  # type: ignore[operator]
