@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from bot.clock import to_minute
@@ -358,6 +359,7 @@ class ClaimConnection:
             with self.session() as session:
                 return claim_due(session, now, limit, lease, lease_now=DB_CLOCK, skip=skip, expired=expired)
         conn = self._connection()
+        driver_error = self._engine.dialect.loaded_dbapi.Error
         try:
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:
@@ -365,6 +367,11 @@ class ClaimConnection:
                 rows = cursor.fetchall()
             finally:
                 cursor.close()
+        except driver_error as exc:
+            self._drop()
+            # As SQLAlchemy would raise it: callers wait out any database trouble by that.
+            raise DBAPIError.instance(self._heads.sql, None, exc, driver_error, hide_parameters=True,
+                                      dialect=self._engine.dialect) from exc
         except BaseException:
             self._drop()
             raise
