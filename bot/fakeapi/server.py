@@ -411,6 +411,7 @@ class FakeBotAPI:
         transient_error_rate: float = 0.0,
         seed: int = 0,
         delay: float = 0.0,
+        arrival_jitter: float = 0.0,
         bot_username: str = "tipline_test_bot",
         bot_first_name: str = "Tipline Test Bot",
         strict_file_ids: bool = True,
@@ -437,6 +438,10 @@ class FakeBotAPI:
         self.transient_error_rate = transient_error_rate
         #: seconds to sleep before answering any request
         self.delay = delay
+        #: up to this many seconds (uniformly at random) before a request is looked at,
+        #: as a network path of varying latency holds it: arrivals jitter against departures
+        self.arrival_jitter = arrival_jitter
+        self._jitter_rng = random.Random(seed + 2)  # apart from `rng`: 5xx stay as seeded
         self.strict_file_ids = strict_file_ids
         self.strict_html_ampersand = strict_html_ampersand
         self.max_poll_timeout = max_poll_timeout
@@ -1035,9 +1040,10 @@ class FakeBotAPI:
         describing the recent traffic."""
         deadline = time.monotonic() + timeout
         last_exc: BaseException | None = None
+        call = self._predicate_caller(predicate)  # once: inspecting it each poll cost more than the bot
         while True:
             try:
-                value = self._call_predicate(predicate)
+                value = call()
             except LookupError as exc:
                 value, last_exc = None, exc
             if value:
@@ -1055,9 +1061,10 @@ class FakeBotAPI:
         """Blocking variant of :meth:`wait_for` (for scripts using
         :meth:`start_in_thread`)."""
         deadline = time.monotonic() + timeout
+        call = self._predicate_caller(predicate)
         while True:
             try:
-                value = self._call_predicate(predicate)
+                value = call()
             except LookupError:
                 value = None
             if value:
@@ -1132,6 +1139,8 @@ class FakeBotAPI:
                 raise ApiError(401, "Unauthorized")
             if entry is None:
                 raise ApiError(404, "Not Found: method not found")
+            if self.arrival_jitter > 0:
+                await asyncio.sleep(self._jitter_rng.uniform(0.0, self.arrival_jitter))
             if self.delay > 0:
                 await asyncio.sleep(self.delay)
                 if request.transport is None or request.transport.is_closing():
@@ -1451,16 +1460,16 @@ class FakeBotAPI:
         scope_obj = scope if isinstance(scope, dict) else {"type": "default"}
         return json.dumps([scope_obj, language_code or ""], sort_keys=True)
 
-    def _call_predicate(self, predicate: Callable[..., Any]) -> Any:
-        """Call ``predicate()``, or ``predicate(self)`` if it takes an argument."""
+    def _predicate_caller(self, predicate: Callable[..., Any]) -> Callable[[], Any]:
+        """``predicate``, or ``predicate(self)`` if it takes an argument, as a call without one."""
         try:
             params = inspect.signature(predicate).parameters.values()
         except (TypeError, ValueError):
-            return predicate()
+            return predicate
         wants_arg = any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY,
                                                             p.POSITIONAL_OR_KEYWORD)
                         for p in params)
-        return predicate(self) if wants_arg else predicate()
+        return (lambda: predicate(self)) if wants_arg else predicate
 
     # ================================================================ getUpdates
 
