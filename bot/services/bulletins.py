@@ -185,16 +185,19 @@ def send_draft(session: Session, deps: Deps, now: datetime, b: Bulletin) -> int:
     # Rendered and split once per language, not once per office member, and queued in one
     # statement: with thousands of cases waiting, rendering, splitting and a round trip per
     # row were nearly all of the job's time.
-    rendered: dict[str, tuple[list[str], Any]] = {}
+    # The same payload objects go to every member, so the outbox encrypts each part once
+    # and sends it to the database once.
+    rendered: dict[str, list[dict[str, Any]]] = {}
     rows: list[outbox.Row] = []
     for target in office_targets(session, deps):
-        if target.lang not in rendered:
-            rendered[target.lang] = (split_html(render_message(deps, target.lang, b, lines, draft=True)),
-                                     outbox.keyboard_payload(draft_buttons(deps, target.lang, b)))
-        parts, buttons = rendered[target.lang]
-        rows += [outbox.Row(f"draft:{b.id}:{revision}:{target.chat_id}:{i}", target.chat_id, "send_message",
-                            {"text": part, "buttons": buttons if i == len(parts) - 1 else None})
-                 for i, part in enumerate(parts)]
+        payloads = rendered.get(target.lang)
+        if payloads is None:
+            parts = split_html(render_message(deps, target.lang, b, lines, draft=True))
+            buttons = outbox.keyboard_payload(draft_buttons(deps, target.lang, b))
+            payloads = rendered[target.lang] = [{"text": part, "buttons": buttons if i == len(parts) - 1 else None}
+                                                for i, part in enumerate(parts)]
+        rows += [outbox.Row(f"draft:{b.id}:{revision}:{target.chat_id}:{i}", target.chat_id, "send_message", payload)
+                 for i, payload in enumerate(payloads)]
     keys = [r.dedupe_key for r in rows]
     queued = set()  # the same revision sent before: not again
     for start in range(0, len(keys), 1000):
