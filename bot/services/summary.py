@@ -174,27 +174,24 @@ def compute(session: Session, config: Config, period: str) -> Summary:
     team_not_due: dict[int, int] = defaultdict(int)
     team_on_time_later: dict[int, int] = defaultdict(int)
     unacked_not_overdue = acked_late_after = 0
-    for category, unit, team, f_after, f_today, f_not_due, f_on_time_later, f_unacked, f_late, n in session.execute(
-        select(t.category, t.unit_key, t.team_number, *flags, func.count())
-        .group_by(t.category, t.unit_key, t.team_number, *flags)
+    # Each flag summed per (category, unit, team): every figure is a sum of them, so
+    # grouping by the flags as well (up to 64 groups per key) only made the sort longer.
+    for category, unit, team, n_after, n_today, n_not_due, n_on_time_later, n_unacked, n_late in session.execute(
+        select(t.category, t.unit_key, t.team_number, *(func.sum(f) for f in flags))
+        .group_by(t.category, t.unit_key, t.team_number)
     ):
-        n, team = int(n), int(team)
-        if f_after:
-            cat_after[category] += n
-            unit_after[unit] += n
-            team_after[team] += n
-        if f_today:
-            cat_today[category] += n
-            unit_today[unit] += n
-            team_today[team] += n
-        if f_not_due:
-            team_not_due[team] += n
-        if f_on_time_later:
-            team_on_time_later[team] += n
-        if f_unacked:
-            unacked_not_overdue += n
-        if f_late:
-            acked_late_after += n
+        team = int(team)
+        n_after, n_today = int(n_after), int(n_today)
+        cat_after[category] += n_after
+        unit_after[unit] += n_after
+        team_after[team] += n_after
+        cat_today[category] += n_today
+        unit_today[unit] += n_today
+        team_today[team] += n_today
+        team_not_due[team] += int(n_not_due)
+        team_on_time_later[team] += int(n_on_time_later)
+        unacked_not_overdue += int(n_unacked)
+        acked_late_after += int(n_late)
 
     def counts(metric: str, later: dict[str, int], today: dict[str, int]) -> dict[str, Count]:
         return {k: Count(k, today.get(k, 0), n - later.get(k, 0)) for k, n in c[metric].items()}
