@@ -162,3 +162,23 @@ def test_outbox_payloads_are_stored_uncompressed_on_postgres(engine: Engine) -> 
         storage = conn.scalar(text(
             "SELECT attstorage FROM pg_attribute WHERE attrelid = 'outbox'::regclass AND attname = 'payload_enc'"))
     assert storage == "e"  # EXTERNAL: out of line, never compressed
+
+
+def test_the_draft_is_built_with_the_collector_paused(deps: Deps, clock: FakeClock,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten thousand cases are short-lived objects without cycles: the cyclic collector is
+    paused while they are made (it was half of reading them) and back on after."""
+    import gc
+
+    clock.set(local(2026, 11, 3, 8))
+    with deps.sessions.begin() as s:
+        office = add_person(s, deps, 6400, "Office", "office").id
+        verified_case(s, deps, office, at=local(2026, 11, 2, 10), name="某人", post="岗位")
+        b = bulletins.compile_draft(s, deps, clock.now(), "2026-11-03")[1]
+    seen: list[bool] = []
+    real = bulletins.case_lines
+    monkeypatch.setattr(bulletins, "case_lines", lambda *a: seen.append(gc.isenabled()) or real(*a))
+    assert gc.isenabled()
+    with deps.sessions.begin() as s:
+        assert bulletins.send_draft(s, deps, clock.now(), s.merge(b)) >= 1
+    assert seen == [False] and gc.isenabled()
