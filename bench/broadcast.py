@@ -1,6 +1,7 @@
 """Benchmark: a bulletin broadcast to many officials at Telegram's rate limit.
 
     python bench/broadcast.py [--subscribers 10000] [--runs 3] [--rate 30] [--error-rate 0.01] [--database-url URL]
+        [--fake-process --memory-every 60]
 
 A fake Bot API on 127.0.0.1 (bot/fakeapi, in a thread) enforces `--rate` messages a
 second overall and 1 a second per chat by answering 429 with `retry_after`, and fails 1%
@@ -33,6 +34,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -90,7 +92,45 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def account(srv: FakeBotAPI, name: str, expected: Counter[tuple[int, str]], wall: float) -> Figures:
+def rss_mib() -> float:
+    """Resident memory now (Linux), to show it flat over a long run, not only its peak."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+class FakeProcess:
+    """The fake Bot API in a process of its own (`--fake-process`): in a thread of this
+    one, its record of every request grows with the broadcast and hides whether the
+    sender's own memory stays flat. At the end it hands back what `account` reads."""
+
+    CODE = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); from bot.fakeapi import FakeBotAPI; "
+        "srv = FakeBotAPI(sys.argv[2], global_per_second=int(float(sys.argv[3])), per_chat_per_second=1, "
+        "group_per_minute=20, transient_error_rate=float(sys.argv[4]), seed=1, strict_file_ids=False); "
+        "srv.start_in_thread(); print(srv.base_url, srv.base_file_url, flush=True); sys.stdin.read(); "
+        "print(json.dumps({'sent': [{'chat_id': r['chat_id'], 'method': r['method'], 'time': r['time']} "
+        "for r in srv.sent], 'count_429': srv.count_429, 'count_5xx': srv.count_5xx, "
+        "'rate_violations': [{'kind': v['kind']} for v in srv.rate_violations]}), flush=True); srv.stop_thread()"
+    )
+
+    def __init__(self, rate: float, error_rate: float) -> None:
+        import subprocess
+
+        root = str(Path(__file__).resolve().parent.parent)
+        self.proc = subprocess.Popen([sys.executable, "-c", self.CODE, root, TOKEN, str(rate), str(error_rate)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.base_url, self.base_file_url = self.proc.stdout.readline().split()
+
+    def finish(self) -> Any:
+        import json
+        from types import SimpleNamespace
+
+        out, _ = self.proc.communicate("", timeout=120)
+        return SimpleNamespace(**json.loads(out.strip().splitlines()[-1]))
+
+
+def account(srv: Any, name: str, expected: Counter[tuple[int, str]], wall: float) -> Figures:
     sent = srv.sent
     got = Counter((int(r["chat_id"]), r["method"]) for r in sent)
     lost = sum(max(0, n - got.get(k, 0)) for k, n in expected.items())
@@ -103,7 +143,7 @@ def account(srv: FakeBotAPI, name: str, expected: Counter[tuple[int, str]], wall
                    srv.count_429, srv.count_5xx, lost, dups, wall, peak_mib())
 
 
-def tipline_run(srv: FakeBotAPI, n: int, rate: float, database_url: str) -> Figures:
+def tipline_run(srv: Any, n: int, rate: float, database_url: str, memory_every: float = 0.0) -> Figures:
     config = make_config(database_url, telegram={"base_url": srv.base_url, "base_file_url": srv.base_file_url,
                                                  "global_per_second": rate, "per_chat_per_second": 1.0})
     deps, engine = build_deps(config, SystemClock())
@@ -134,11 +174,16 @@ def tipline_run(srv: FakeBotAPI, n: int, rate: float, database_url: str) -> Figu
             sender = OutboxSender(ext, deps)
             start = time.monotonic()
             sender.start()
+            shown = start
             while True:
                 await asyncio.sleep(1.0)
                 with deps.sessions.begin() as session:
                     open_rows = session.scalar(select(func.count()).select_from(OutboxMessage)
                                                .where(OutboxMessage.status.in_(("pending", "sending"))))
+                if memory_every and time.monotonic() - shown >= memory_every:
+                    shown = time.monotonic()
+                    print(f"  {shown - start:6.0f} s: {sender.delivered:6d} delivered, {open_rows:6d} open, "
+                          f"RSS {rss_mib():5.0f} MiB", flush=True)
                 if not open_rows:
                     break
             await sender.stop()
@@ -147,6 +192,8 @@ def tipline_run(srv: FakeBotAPI, n: int, rate: float, database_url: str) -> Figu
     wall = asyncio.run(go())
     engine.dispose()
     expected = Counter({(FIRST_CHAT + i, m): 1 for i in range(n) for m in ("sendMessage", "sendDocument")})
+    if isinstance(srv, FakeProcess):
+        return account(srv.finish(), "tipline (outbox+pacing)", expected, wall)
     return account(srv, "tipline (outbox+pacing)", expected, wall)
 
 
@@ -208,6 +255,11 @@ def main() -> None:
     p.add_argument("--error-rate", type=float, default=0.01, help="share of transient 5xx")
     p.add_argument("--database-url", help="PostgreSQL database to make schemas in; default: SQLite files")
     p.add_argument("--skip-ptb", action="store_true", help="only tipline's sender")
+    p.add_argument("--fake-process", action="store_true",
+                   help="tipline's runs: the fake Bot API in a process of its own (this one's memory is then "
+                        "the sender's, not the fake's record of every request)")
+    p.add_argument("--memory-every", type=float, default=0.0,
+                   help="print tipline's progress and resident memory every so many seconds")
     args = p.parse_args()
     srv = FakeBotAPI(TOKEN, global_per_second=int(args.rate), per_chat_per_second=1, group_per_minute=20,
                      transient_error_rate=args.error_rate, seed=1, strict_file_ids=False)
@@ -223,7 +275,8 @@ def main() -> None:
                 srv.reset_limits()
                 url, drop = fresh_database(args.database_url, tmp, run)
                 try:
-                    ours.append(tipline_run(srv, args.subscribers, args.rate, url))
+                    target = FakeProcess(args.rate, args.error_rate) if args.fake_process else srv
+                    ours.append(tipline_run(target, args.subscribers, args.rate, url, args.memory_every))
                 finally:
                     if drop is not None:
                         drop()  # type: ignore[operator]

@@ -6,6 +6,15 @@ last, not the per-chat second, and lets `RetryAfter` through by default. This li
 spaces requests evenly (a reservation per request: no bursts to be punished for) on all
 three, and when Telegram still answers `RetryAfter`, pauses *every* request for that long
 and retries.
+
+Telegram counts a request when it arrives, which the sender cannot see: only that it is
+after the request left and before its answer came back. Spacing by departures alone is
+punished whenever arrivals jitter by more than the margin (a busy event loop, a busy
+server, the network), and one 429 pauses everything for at least a second, 30 messages
+lost. So the overall limit is also kept on what is certain: a request counts from the
+moment it leaves until one second after its answer, and no more than the limit count at
+once. Then no 30 requests can arrive within one second however late or early each one
+arrives; the price is the answer's latency (30 / (1 s + latency) at most).
 """
 
 from __future__ import annotations
@@ -48,10 +57,11 @@ UNPACED = frozenset(
 
 
 JITTER_MARGIN = 0.05  # seconds
-# Overall, requests are spaced 3% wider than the limit: Telegram counts 30 in any second
-# at arrival, and arrivals jitter (network, a busy server). The margin lets the 31st
-# request arrive up to 30 ms early without a 429, which would pause every request.
-GLOBAL_MARGIN = 0.03
+# Overall, requests are spaced 1% wider than the limit: only to keep them evenly spread
+# (the window of answers below is what keeps them under Telegram's count).
+GLOBAL_MARGIN = 0.01
+# The span over which Telegram counts `global_per_second` requests.
+GLOBAL_WINDOW = 1.0
 
 
 # Set by the outbox sender for the request it makes: called right before the request
@@ -79,9 +89,10 @@ class PacingRateLimiter(BaseRateLimiter[int]):
         self._group_interval = 60.0 / group_per_minute + JITTER_MARGIN
         self._max_retries = max_retries
         self._next_global = 0.0
-        per_window = max(1, int(global_per_second))
-        self._departures: deque[float] = deque(maxlen=per_window)
-        self._window = per_window / global_per_second * (1.0 + GLOBAL_MARGIN)
+        self._per_window = max(1, int(global_per_second * GLOBAL_WINDOW))
+        self._in_flight = 0  # requests that left and have no answer yet
+        self._answered: deque[float] = deque()  # answer times of the last GLOBAL_WINDOW
+        self._answer = asyncio.Event()  # replaced at each answer: wakes who waits for one
         self._next_chat: dict[int | str, float] = {}
         self._paused_until = 0.0
         self.retry_after_count = 0
@@ -113,6 +124,27 @@ class PacingRateLimiter(BaseRateLimiter[int]):
         start = max(now, self._paused_until, self._next_global)
         self._next_global = start + self._global_interval
         return start - now
+
+    def _window_wait(self) -> float | None:
+        """Seconds until one more request may leave under the overall limit: 0 now, None
+        when only an answer can make room (the limit's worth are all in flight)."""
+        now = self._now()
+        answered = self._answered
+        while answered and answered[0] <= now - GLOBAL_WINDOW:
+            answered.popleft()
+        excess = self._in_flight + len(answered) - self._per_window + 1
+        if excess <= 0:
+            return 0.0
+        if excess > len(answered):
+            return None
+        # The excess oldest answers must leave the window first.
+        return answered[excess - 1] + GLOBAL_WINDOW - now
+
+    def _answered_now(self) -> None:
+        self._in_flight -= 1
+        self._answered.append(self._now())
+        answer, self._answer = self._answer, asyncio.Event()
+        answer.set()
 
     def _after(self, chat_id: int | str) -> None:
         """A request to the chat has been answered. Telegram counted it at some moment
@@ -149,18 +181,25 @@ class PacingRateLimiter(BaseRateLimiter[int]):
             delay = self._reserve()
             if delay > 0:
                 await asyncio.sleep(delay)
-            while self._paused_until > self._now():  # a RetryAfter arrived while we slept
-                await asyncio.sleep(self._paused_until - self._now())
-            # A busy event loop wakes sleepers late and together: real departures are also
-            # kept to `per_second` in any (1 + margin) seconds, so a stall never sends a
-            # burst Telegram would count as too many, yet the time lost is caught up.
-            recent = self._departures
-            while len(recent) == recent.maxlen and (wait := recent[0] + self._window - self._now()) > 0:
-                await asyncio.sleep(wait)
+            while True:
+                if self._paused_until > self._now():  # a RetryAfter arrived while we waited
+                    await asyncio.sleep(self._paused_until - self._now())
+                    continue
+                # A busy event loop wakes sleepers late and together: the window keeps
+                # such a burst under Telegram's count, yet the time lost is caught up.
+                wait = self._window_wait()
+                if wait is None:
+                    await self._answer.wait()
+                elif wait > 0:
+                    await asyncio.sleep(wait)
+                else:
+                    break
             guard = SEND_GUARD.get()
             if guard is not None:
                 guard()
-            recent.append(self._now())
+            # From here to the answer nothing awaits before the callback: the request is
+            # counted in flight from the moment it may leave.
+            self._in_flight += 1
             try:
                 self.requests += 1
                 return await callback(*args, **kwargs)
@@ -174,6 +213,7 @@ class PacingRateLimiter(BaseRateLimiter[int]):
                 if attempt == retries:
                     raise
             finally:
+                self._answered_now()
                 if chat_id is not None:
                     self._after(chat_id)
         raise AssertionError("unreachable")

@@ -283,9 +283,7 @@ class OutboxSender:
         # Leases that ran out (a sender that died) are looked for once a second, not at
         # every claim: the claim is then one statement.
         expired = started - self._expired_checked >= 1.0
-        with self._claims.session() as session:
-            rows = outbox.claim_due(session, now, limit, self.lease, lease_now=outbox.DB_CLOCK,
-                                    skip=list(self._in_flight), expired=expired)
+        rows = self._claims.claim(now, limit, self.lease, expired=expired, skip=list(self._in_flight))
         claimed = []
         unreadable = []
         for r in rows:

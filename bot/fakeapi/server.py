@@ -411,6 +411,7 @@ class FakeBotAPI:
         transient_error_rate: float = 0.0,
         seed: int = 0,
         delay: float = 0.0,
+        arrival_jitter: float = 0.0,
         bot_username: str = "tipline_test_bot",
         bot_first_name: str = "Tipline Test Bot",
         strict_file_ids: bool = True,
@@ -437,6 +438,10 @@ class FakeBotAPI:
         self.transient_error_rate = transient_error_rate
         #: seconds to sleep before answering any request
         self.delay = delay
+        #: up to this many seconds (uniformly at random) before a request is looked at,
+        #: as a network path of varying latency holds it: arrivals jitter against departures
+        self.arrival_jitter = arrival_jitter
+        self._jitter_rng = random.Random(seed + 2)  # apart from `rng`: 5xx stay as seeded
         self.strict_file_ids = strict_file_ids
         self.strict_html_ampersand = strict_html_ampersand
         self.max_poll_timeout = max_poll_timeout
@@ -1132,6 +1137,8 @@ class FakeBotAPI:
                 raise ApiError(401, "Unauthorized")
             if entry is None:
                 raise ApiError(404, "Not Found: method not found")
+            if self.arrival_jitter > 0:
+                await asyncio.sleep(self._jitter_rng.uniform(0.0, self.arrival_jitter))
             if self.delay > 0:
                 await asyncio.sleep(self.delay)
                 if request.transport is None or request.transport.is_closing():

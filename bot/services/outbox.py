@@ -12,9 +12,11 @@ import json
 from dataclasses import dataclass
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, Integer, bindparam, func, insert, select, text, update
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from bot.clock import to_minute
@@ -319,46 +321,124 @@ def claim_due(session: Session, now: datetime, limit: int, lease: timedelta, *,
 
 def _take(session: Session, limit: int, postgres: bool, clock: Any, lease: timedelta, where: tuple[Any, ...],
           order: tuple[Any, ...]) -> list[Any]:
+    return list(session.execute(_taking(limit, postgres, clock, lease, where, order)))
+
+
+def _taking(limit: Any, postgres: bool, clock: Any, lease: Any, where: tuple[Any, ...],
+            order: tuple[Any, ...]) -> Any:
     wanted = select(_T.c.id).where(*where).order_by(*order).limit(limit)
     if postgres:
         wanted = wanted.with_for_update(skip_locked=True)
-    taken = (
+    return (
         update(_T).where(_T.c.id.in_(wanted.scalar_subquery()))
         .values(status="sending", ready_at=None, lease_until=clock + lease, attempts=_T.c.attempts + 1)
         .returning(*CLAIMED)
     )
-    return list(session.execute(taken))
+
+
+@dataclass(frozen=True, slots=True)
+class HeadsClaim:
+    """The claim of due heads as SQL text for the driver itself (PostgreSQL): the same
+    statement as `claim_due(expired=False)` with the database's clock, compiled once."""
+
+    sql: str
+    defaults: dict[str, Any]
+
+    @classmethod
+    def compile(cls, dialect: Dialect) -> HeadsClaim:
+        statement = _taking(bindparam("limit"), True, func.clock_timestamp(), bindparam("lease"),
+                            (_T.c.ready_at <= bindparam("now"),), (_T.c.ready_at, _T.c.id))
+        compiled = statement.compile(dialect=dialect)
+        assert not compiled.positional, "a named paramstyle (psycopg's)"
+        return cls(compiled.string, dict(compiled.params))
+
+    def parameters(self, now: datetime, limit: int, lease: timedelta) -> dict[str, Any]:
+        return {**self.defaults, "now": now, "limit": limit, "lease": lease}
 
 
 class ClaimConnection:
     """A connection of the sender's own for its claims, in autocommit mode: a claim is
     one statement and so its own transaction (no BEGIN and COMMIT round trips, no ping at
     each check-out from the pool). Used from one thread at a time; after an error it is
-    dropped and the next claim opens a new one."""
+    dropped and the next claim opens a new one.
+
+    On PostgreSQL the claim of due heads (the one made about twice per message sent) goes
+    to the driver directly, as a prepared statement: the server plans it once, not at
+    every claim, and no Session, ORM or statement compilation stands between. Measured
+    at 100k open rows the statement runs in under 0.5 ms on the server; through a
+    Session, parsing, planning and Python around it took 2.7-3.1 ms."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._conn: Connection | None = None
+        self._heads = HeadsClaim.compile(engine.dialect) if engine.dialect.name == "postgresql" else None
 
-    @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
+    def _connection(self) -> Connection:
         if self._conn is None:
             self._conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            with Session(bind=self._conn) as session:
-                yield session
-        except BaseException:
-            conn, self._conn = self._conn, None
+        return self._conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
             with contextlib.suppress(Exception):
                 conn.invalidate()
                 conn.close()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        conn = self._connection()
+        try:
+            with Session(bind=conn) as session:
+                yield session
+        except BaseException:
+            self._drop()
             raise
+
+    def claim(self, now: datetime, limit: int, lease: timedelta, *, expired: bool,
+              skip: Iterable[int] = ()) -> list[Any]:
+        """`claim_due` with leases on the database's clock, oldest first."""
+        if self._heads is None or expired:  # SQLite; run-out leases (once a second)
+            with self.session() as session:
+                return claim_due(session, now, limit, lease, lease_now=DB_CLOCK, skip=skip, expired=expired)
+        conn = self._connection()
+        driver_error = self._engine.dialect.loaded_dbapi.Error
+        try:
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(self._heads.sql, self._heads.parameters(now, limit, lease), prepare=True)
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        except driver_error as exc:
+            self._drop()
+            # As SQLAlchemy would raise it: callers wait out any database trouble by that.
+            raise DBAPIError.instance(self._heads.sql, None, exc, driver_error, hide_parameters=True,
+                                      dialect=self._engine.dialect) from exc
+        except BaseException:
+            self._drop()
+            raise
+        rows.sort(key=lambda r: r[0])
+        return [ClaimedRow(*r) for r in rows]
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
+
+
+class ClaimedRow(NamedTuple):
+    """A claimed row as the driver returns it (the columns of `CLAIMED`)."""
+
+    id: int
+    chat_id: int
+    method: str
+    payload_enc: str
+    attempts: int
+    purpose: str
+    broadcast_id: int | None
+    tip_id: int | None
 
 
 def renew(session: Session, held: Iterable[tuple[int, int]], until: datetime) -> set[int]:

@@ -175,6 +175,9 @@ async def test_c_postgresql_connections_killed_again_and_again(server: FakeBotAP
         await rig.delivered(texts, timeout=60)
         recovery = time.monotonic() - killed_at
         assert sender._task is not None and not sender._task.done()
+        # A killed connection is the database's trouble, waited out inside the loop (the
+        # claim's driver errors included): the loop itself never died and restarted.
+        assert sender.restart_backoff.attempts == 0
         await sender.stop()
         duplicates = rig.check_once_in_order(texts)
         print(f"\n(c) PostgreSQL: {kills} connections killed; queued {len(texts)}, delivered "

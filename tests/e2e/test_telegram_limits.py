@@ -3,7 +3,13 @@ long texts split to 4096, RetryAfter obeyed."""
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy import func, select
+from telegram.ext import ExtBot
+from telegram.request import HTTPXRequest
+
+from bot.ratelimit import PacingRateLimiter
 
 from storage.models import OutboxMessage
 from tests.e2e.conftest import Harness, e2e_config, plain
@@ -91,3 +97,38 @@ async def test_one_chat_at_its_limit_does_not_hold_up_another(database_url: str)
             assert all("怎么用" in t for t in texts)
         finally:
             await h.stop()
+
+
+def _paced_bot(srv: FakeBotAPI, max_retries: int = 3) -> ExtBot[None]:
+    return ExtBot("123456:TEST-TOKEN", base_url=srv.base_url, base_file_url=srv.base_file_url,
+                  request=HTTPXRequest(connection_pool_size=64),
+                  rate_limiter=PacingRateLimiter(global_per_second=30.0, per_chat_per_second=1.0,
+                                                 group_per_minute=20.0, max_retries=max_retries))
+
+
+async def test_arrivals_that_jitter_never_exceed_the_overall_limit() -> None:
+    # Each request reaches the fake up to 150 ms late, at random: spacing by departures
+    # alone (however evenly) lets 31 of them arrive within one second now and then.
+    async with FakeBotAPI("123456:TEST-TOKEN", global_per_second=30, per_chat_per_second=1, group_per_minute=20,
+                          arrival_jitter=0.15, seed=3) as srv:
+        async with _paced_bot(srv) as bot:
+            chats = [CITIZEN + 100 + i for i in range(120)]
+            await asyncio.gather(*(bot.send_message(chat, "通报") for chat in chats))
+        assert srv.rate_violations == []
+        assert sorted(int(r["chat_id"]) for r in srv.sent) == chats
+
+
+async def test_a_retry_after_pauses_every_chat() -> None:
+    async with FakeBotAPI("123456:TEST-TOKEN", global_per_second=30, per_chat_per_second=1,
+                          group_per_minute=20) as srv:
+        async with _paced_bot(srv) as bot:
+            srv.force_retry_after(2, count=1)
+            first = asyncio.create_task(bot.send_message(CITIZEN + 300, "one"))
+            await srv.wait_for(lambda: srv.count_429 >= 1 or None, timeout=10)
+            await asyncio.sleep(0.2)  # the 429 has reached the limiter: a request to another chat now
+            await bot.send_message(CITIZEN + 301, "two")
+            await first
+        (violation,) = srv.rate_violations
+        # Both (the refused one retried, the other chat's) waited the 2 s Telegram asked for.
+        assert [int(r["chat_id"]) for r in srv.sent] in ([CITIZEN + 300, CITIZEN + 301], [CITIZEN + 301, CITIZEN + 300])
+        assert all(r["time"] >= violation["time"] + 2.0 for r in srv.sent), (violation, srv.sent)

@@ -172,6 +172,43 @@ def test_the_claim_walks_the_heads_index_in_order(deps: Deps, engine: Engine, cl
         assert "TEMP B-TREE" not in p, p
 
 
+def test_the_senders_claim_is_the_same_statement_prepared_once(deps: Deps, engine: Engine, clock: FakeClock) -> None:
+    """The sender claims through its own connection: on PostgreSQL the heads' statement
+    goes to the driver as a prepared statement (planned once, no Session around it). It
+    takes the same rows as `claim_due`, oldest first and leased on the database's clock,
+    and its plan walks `ix_outbox_ready` without a scan or a sort."""
+    fill_broadcast(deps, 2500, 400)
+    with engine.begin() as connection:
+        refresh_statistics(connection)
+    claims = outbox.ClaimConnection(engine)
+    try:
+        with deps.sessions.begin() as session:
+            expected = [r.id for r in session.scalars(
+                select(OutboxMessage).where(OutboxMessage.ready_at <= clock.now())
+                .order_by(OutboxMessage.ready_at, OutboxMessage.id).limit(32))]
+        first = claims.claim(clock.now(), 16, LEASE, expired=False)
+        second = claims.claim(clock.now(), 16, LEASE, expired=False)
+        assert [r.id for r in first] + [r.id for r in second] == expected
+        with deps.sessions.begin() as session:
+            now = outbox.db_now(session)
+            rows = session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(expected))).all()
+            assert {(r.status, r.attempts, r.ready_at) for r in rows} == {("sending", 1, None)}
+            assert all(now < r.lease_until <= now + LEASE for r in rows)
+        payload = outbox.payload_of(first[0], deps.keyring)
+        assert payload == {"text": "x"}
+        if engine.dialect.name != "postgresql":
+            return
+        heads = outbox.HeadsClaim.compile(engine.dialect)
+        p = plan(engine, heads.sql, heads.parameters(clock.now(), 16, LEASE))
+        assert re.search(r"Index (Only )?Scan using ix_outbox_ready on outbox", p), p
+        assert "Seq Scan on outbox" not in p and "Sort" not in p, p
+        prepared = claims._connection().exec_driver_sql(
+            "SELECT count(*) FROM pg_prepared_statements WHERE starts_with(statement, 'UPDATE outbox')").scalar()
+        assert prepared == 1
+    finally:
+        claims.close()
+
+
 def test_heads_follow_the_queue(deps: Deps, clock: FakeClock) -> None:
     a, b = 1001, 1002
     with deps.sessions.begin() as session:
