@@ -62,6 +62,7 @@ OFFSET_KEY = "poll_offset"
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
 CLAIM_BATCH = 500
 DONE_REMEMBERED = 10_000
+FINISH_BATCH = 200  # handled updates recorded in one transaction, at most
 
 
 def to_minute(moment: datetime) -> datetime:
@@ -97,6 +98,8 @@ class DurablePoller:
         self._done_order: deque[int] = deque()
         self._next_offset: int | None = None
         self._attempts: dict[int, int] = {}  # failed runs here, to time the next sweep
+        self._to_finish: list[tuple[int, bool, asyncio.Future[tuple[str, list[Entry]]]]] = []
+        self._finisher: asyncio.Task[None] | None = None
         self._owner_fd: int | None = None
         # How a dying loop is restarted (tests make it quick).
         self.restart_backoff: Callable[[], Backoff] = lambda: Backoff(base=1.0, cap=30.0)
@@ -208,11 +211,19 @@ class DurablePoller:
             chatorder.lock(session, [t for chat_tags in tags.values() for t in chat_tags])
             db = db_now(session)
             lease_until = db + self._lease
+            # The waiting rows of every chat of the batch, in one SELECT rather than one per
+            # update; a chat's second update in the batch reads them again (they changed).
+            waiting = self._waiting_rows(session, [t for chat_tags in tags.values() for t in chat_tags])
+            first_of_chat: set[tuple[str, int]] = set()
             for update_id, data, chat in prepared:
-                existing = list(session.scalars(
-                    select(UpdateJournal).where(UpdateJournal.chat_key.in_(tags[chat]),
-                                                UpdateJournal.processed_at.is_(None))
-                    .order_by(UpdateJournal.update_id)))
+                if chat not in first_of_chat:
+                    first_of_chat.add(chat)
+                    existing = sorted((r for t in tags[chat] for r in waiting.get(t, ())), key=lambda r: r.update_id)
+                else:
+                    existing = list(session.scalars(
+                        select(UpdateJournal).where(UpdateJournal.chat_key.in_(tags[chat]),
+                                                    UpdateJournal.processed_at.is_(None))
+                        .order_by(UpdateJournal.update_id)))
                 if any(r.update_id == update_id for r in existing):
                     continue  # delivered twice, still waiting
                 held = self._held_by_others(existing, db)
@@ -238,6 +249,19 @@ class DurablePoller:
                                 .values(value=str(next_offset)))
         fresh.sort(key=lambda e: e.update_id)
         return fresh, new_ids
+
+    @staticmethod
+    def _waiting_rows(session, tags: list[str]) -> dict[str, list[UpdateJournal]]:  # type: ignore[no-untyped-def]
+        """The unprocessed rows carrying these chat tags, by tag, in update_id order."""
+        by_tag: dict[str, list[UpdateJournal]] = {}
+        unique = sorted(set(tags))
+        for start in range(0, len(unique), 500):
+            for row in session.scalars(select(UpdateJournal)
+                                       .where(UpdateJournal.chat_key.in_(unique[start:start + 500]),
+                                              UpdateJournal.processed_at.is_(None))
+                                       .order_by(UpdateJournal.update_id)):
+                by_tag.setdefault(row.chat_key, []).append(row)
+        return by_tag
 
     # one chat at a time across processes (bot/chatorder.py) ------------------------------------
     def _held_by_others(self, rows: list[UpdateJournal], now: datetime) -> bool:
@@ -266,16 +290,15 @@ class DurablePoller:
             taken.append(Entry(row.update_id, data, chat_of(data)))
         return taken
 
-    def _next_of_chat(self, session, tag: str) -> list[Entry]:  # type: ignore[no-untyped-def]
-        """After a row of the chat was recorded: the chat's rows that came meanwhile (left for
-        this process by another one), unless another live process holds the chat."""
-        now = db_now(session)
-        rows = list(session.scalars(select(UpdateJournal)
-                                    .where(UpdateJournal.chat_key == tag, UpdateJournal.processed_at.is_(None))
-                                    .order_by(UpdateJournal.update_id)))
-        if not rows or self._held_by_others(rows, now):
-            return []
-        return self._take(session, rows, now, now + self._lease)
+    def _next_of_chats(self, session, tags: list[str], now: datetime) -> dict[str, list[Entry]]:  # type: ignore[no-untyped-def]
+        """After rows of these chats were recorded: each chat's rows that came meanwhile (left
+        for this process by another one), unless another live process holds the chat; one SELECT."""
+        by_tag = self._waiting_rows(session, tags)
+        taken: dict[str, list[Entry]] = {}
+        for tag, rows in by_tag.items():
+            if not self._held_by_others(rows, now):
+                taken[tag] = self._take(session, rows, now, now + self._lease)
+        return taken
 
     def pending(self) -> list[int]:
         with self.deps.sessions.begin() as session:
@@ -370,28 +393,57 @@ class DurablePoller:
 
     def finish_and_next(self, update_id: int, failed: bool) -> tuple[str, list[Entry]]:
         """`finish`, and the chat's rows another process left for this one meanwhile."""
+        return self.finish_many([(update_id, failed)])[0]
+
+    def finish_many(self, results: list[tuple[int, bool]]) -> list[tuple[str, list[Entry]]]:
+        """`finish_and_next` for several updates (of different chats) in one transaction:
+        what 200 chats finishing at once cost 200 transactions of four statements each
+        costs a few statements here (tests/integration/test_update_journal.py counts them).
+        All or nothing: a crash before the commit leaves every one of them claimed and
+        unprocessed, to be taken up again (and, being recorded in its conversation as
+        applied, not applied twice: bot/conversations.py)."""
+        if not results:
+            return []
+        outcomes: dict[int, tuple[str, int, str | None]] = {}
+        following: dict[str, list[Entry]] = {}
         with self.deps.sessions.begin() as session:
-            row = session.get(UpdateJournal, update_id)
-            if row is None or row.processed_at is not None:
-                return "done", []
-            tag = row.chat_key
-            if tag:
-                chatorder.lock(session, [tag])
-            outcome = "done"
-            if failed:
-                row.attempts += 1
-                outcome = "given_up"
-                if row.attempts < self.cfg.max_attempts:
-                    delay = self.cfg.retry_seconds * 2 ** (row.attempts - 1)
-                    row.next_attempt_at = db_now(session) + timedelta(seconds=delay)
-                    outcome = "retry"
-            attempts = row.attempts
-            if outcome != "retry":
-                self._erase(row)
-            following = self._next_of_chat(session, tag) if tag else []
-        if outcome == "given_up":
-            log.error("journal entry %s given up after %d failed attempts", update_id, attempts)
-        return outcome, following
+            ids = [update_id for update_id, _ in results]
+            rows = {r.update_id: r for r in session.scalars(
+                select(UpdateJournal).where(UpdateJournal.update_id.in_(ids)))}
+            live = {i: r for i, r in rows.items() if r.processed_at is None}
+            tags = sorted({r.chat_key for r in live.values() if r.chat_key})
+            chatorder.lock(session, tags)
+            now = db_now(session) if tags or any(f for _, f in results) else None
+            for update_id, failed in results:
+                row = live.get(update_id)
+                if row is None:
+                    continue
+                outcome = "done"
+                if failed:
+                    assert now is not None
+                    row.attempts += 1
+                    outcome = "given_up"
+                    if row.attempts < self.cfg.max_attempts:
+                        delay = self.cfg.retry_seconds * 2 ** (row.attempts - 1)
+                        row.next_attempt_at = now + timedelta(seconds=delay)
+                        outcome = "retry"
+                tag = row.chat_key
+                outcomes[update_id] = (outcome, row.attempts, tag)
+                if outcome != "retry":
+                    self._erase(row)
+            if tags:
+                assert now is not None
+                following = self._next_of_chats(session, tags, now)
+        answers: list[tuple[str, list[Entry]]] = []
+        for update_id, _ in results:
+            if update_id not in outcomes:
+                answers.append(("done", []))
+                continue
+            outcome, attempts, tag = outcomes[update_id]
+            if outcome == "given_up":
+                log.error("journal entry %s given up after %d failed attempts", update_id, attempts)
+            answers.append((outcome, following.pop(tag, []) if tag else []))
+        return answers
 
     # maintenance -----------------------------------------------------------------------
     def prune(self) -> int:
@@ -494,7 +546,7 @@ class DurablePoller:
         backoff = Backoff(base=0.5, cap=10.0)
         while True:
             try:
-                outcome, following = await asyncio.to_thread(self.finish_and_next, entry.update_id, failed)
+                outcome, following = await self._finish(entry.update_id, failed)
                 break
             except Exception as exc:  # noqa: BLE001 - the database is away: keep the result, retry
                 self._tlog("record", logging.WARNING, "journal: recording a handled update failed (%s); retrying",
@@ -521,6 +573,30 @@ class DurablePoller:
         else:
             self._attempts.pop(entry.update_id, None)
             self.given_up += 1
+
+    async def _finish(self, update_id: int, failed: bool) -> tuple[str, list[Entry]]:
+        """Record a handled update with the others finishing meanwhile (a group commit):
+        the first waits for nobody; those that finish while its transaction runs go
+        together in the next one (`finish_many`), at most FINISH_BATCH at a time."""
+        future: asyncio.Future[tuple[str, list[Entry]]] = asyncio.get_running_loop().create_future()
+        self._to_finish.append((update_id, failed, future))
+        if self._finisher is None or self._finisher.done():
+            self._finisher = asyncio.create_task(self._finish_batches(), name="tipline-journal-finish")
+        return await future
+
+    async def _finish_batches(self) -> None:
+        while self._to_finish:
+            batch, self._to_finish = self._to_finish[:FINISH_BATCH], self._to_finish[FINISH_BATCH:]
+            try:
+                answers = await asyncio.to_thread(self.finish_many, [(u, f) for u, f, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - each waiter retries (_record)
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (*_, future), answer in zip(batch, answers):
+                if not future.done():
+                    future.set_result(answer)
 
     # loops ---------------------------------------------------------------------------------
     async def run(self, fetch: bool = True) -> None:
@@ -560,7 +636,7 @@ class DurablePoller:
                             .values(claimed_by=None, lease_until=None))
 
     async def _cancel(self, sweeper: asyncio.Task[None]) -> None:
-        tasks = [sweeper, *self._runners.values()]
+        tasks = [sweeper, *self._runners.values(), *([self._finisher] if self._finisher else [])]
         for task in tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -630,7 +706,7 @@ class DurablePoller:
                 continue
             await self._journal_batch(updates)
 
-    async def _journal_batch(self, updates: list[Update]) -> None:
+    async def _journal_batch(self, updates: list[dict]) -> None:
         """Journal a batch, however long the database takes to come back: the batch is not
         confirmed to Telegram (the next offset is not sent) before it is journaled."""
         backoff = Backoff(base=0.5, cap=30.0)
@@ -645,13 +721,22 @@ class DurablePoller:
                 await self._sleep(backoff.next_delay())
         if backoff.attempts:
             self._tlog.recovered("db", "poller: database available again")
-        self._next_offset = max(self._next_offset or 0, max(u.update_id for u in updates) + 1)
+        self._next_offset = max(self._next_offset or 0, max(int(u["update_id"]) for u in updates) + 1)
         self._enqueue(fresh)
 
-    async def _get_updates(self, offset: int | None) -> list[Update]:
-        fetch = asyncio.create_task(
-            self.app.bot.get_updates(offset=offset, timeout=self.timeout, allowed_updates=ALLOWED_UPDATES)
-        )
+    async def _fetch_raw(self, offset: int | None) -> list[dict]:
+        """getUpdates' answer as JSON. Bot.get_updates would make Update objects of it, which
+        the journal turns back into JSON at once (and handling parses again from the journal):
+        that parse was a twentieth of an intake update's CPU. The timeouts are get_updates'
+        (the long-poll's time on top of the read timeout); errors are the same exceptions."""
+        bot = self.app.bot
+        read_timeout = (bot._request[0].read_timeout or 0) + self.timeout  # noqa: SLF001 - the getUpdates request
+        data = {"timeout": self.timeout, "offset": offset, "allowed_updates": ALLOWED_UPDATES}
+        result = await bot._post("getUpdates", data, read_timeout=read_timeout)  # noqa: SLF001
+        return list(result or [])
+
+    async def _get_updates(self, offset: int | None) -> list[dict]:
+        fetch = asyncio.create_task(self._fetch_raw(offset))
         stop = asyncio.create_task(self._stopping.wait())
         try:
             done, _ = await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)

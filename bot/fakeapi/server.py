@@ -1040,9 +1040,10 @@ class FakeBotAPI:
         describing the recent traffic."""
         deadline = time.monotonic() + timeout
         last_exc: BaseException | None = None
+        call = self._predicate_caller(predicate)  # once: inspecting it each poll cost more than the bot
         while True:
             try:
-                value = self._call_predicate(predicate)
+                value = call()
             except LookupError as exc:
                 value, last_exc = None, exc
             if value:
@@ -1060,9 +1061,10 @@ class FakeBotAPI:
         """Blocking variant of :meth:`wait_for` (for scripts using
         :meth:`start_in_thread`)."""
         deadline = time.monotonic() + timeout
+        call = self._predicate_caller(predicate)
         while True:
             try:
-                value = self._call_predicate(predicate)
+                value = call()
             except LookupError:
                 value = None
             if value:
@@ -1458,16 +1460,16 @@ class FakeBotAPI:
         scope_obj = scope if isinstance(scope, dict) else {"type": "default"}
         return json.dumps([scope_obj, language_code or ""], sort_keys=True)
 
-    def _call_predicate(self, predicate: Callable[..., Any]) -> Any:
-        """Call ``predicate()``, or ``predicate(self)`` if it takes an argument."""
+    def _predicate_caller(self, predicate: Callable[..., Any]) -> Callable[[], Any]:
+        """``predicate``, or ``predicate(self)`` if it takes an argument, as a call without one."""
         try:
             params = inspect.signature(predicate).parameters.values()
         except (TypeError, ValueError):
-            return predicate()
+            return predicate
         wants_arg = any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY,
                                                             p.POSITIONAL_OR_KEYWORD)
                         for p in params)
-        return predicate(self) if wants_arg else predicate()
+        return (lambda: predicate(self)) if wants_arg else predicate
 
     # ================================================================ getUpdates
 

@@ -160,13 +160,13 @@ async def test_an_update_saved_but_not_marked_handled_is_not_handled_again(h: Ha
     runtime = h.runtime
     assert runtime is not None
     gate = threading.Event()
-    original = runtime.poller.finish_and_next
+    original = runtime.poller.finish_many
 
-    def stuck(update_id: int, failed: bool) -> tuple[str, list[object]]:
+    def stuck(results: list[tuple[int, bool]]) -> list[tuple[str, list[object]]]:
         gate.wait(30)
         raise RuntimeError("the process is gone")
 
-    runtime.poller.finish_and_next = stuck  # type: ignore[method-assign]
+    runtime.poller.finish_many = stuck  # type: ignore[method-assign]
     try:
         srv.push_message(citizen, photo=True)
         await h.expect(CITIZEN, "已收到 1 个证据")
@@ -179,7 +179,7 @@ async def test_an_update_saved_but_not_marked_handled_is_not_handled_again(h: Ha
         await h.crash()
     finally:
         gate.set()
-        runtime.poller.finish_and_next = original  # type: ignore[method-assign]
+        runtime.poller.finish_many = original  # type: ignore[method-assign]
     await h.start()
     await until_settled(h)
     assert h.deps.conversations.skipped == 1

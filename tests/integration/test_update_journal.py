@@ -574,3 +574,103 @@ async def test_a_dead_processs_chat_goes_to_the_next_receiver_in_order(deps: Dep
     fresh = second.journal([update(4202)], advance_offset=False)
     assert [e.update_id for e in fresh] == [4200, 4201, 4202]
     assert {r.claimed_by for r in rows(deps).values()} == {second.owner}
+
+
+# --- handled updates recorded together (finish_many) ----------------------------------------------
+def _statements(engine: Engine) -> tuple[list[str], object]:
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def count(_conn, _cursor, statement, _params, _context, _many):  # type: ignore[no-untyped-def]
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    return seen, lambda: event.remove(engine, "before_cursor_execute", count)
+
+
+def test_recording_many_handled_updates_costs_a_few_statements(deps: Deps, engine: Engine) -> None:
+    poller, _ = make_poller(deps)
+    chats = 30
+    entries = poller.journal([update(7000 + i, chat_id=CHAT_ID + i) for i in range(chats)], advance_offset=False)
+    assert len(entries) == chats
+    seen, stop = _statements(engine)
+    try:
+        answers = poller.finish_many([(7000 + i, i == 0) for i in range(chats)])
+    finally:
+        stop()  # type: ignore[operator]
+    assert [a[0] for a in answers] == ["retry"] + ["done"] * (chats - 1)
+    stored = rows(deps)
+    assert stored[7000].processed_at is None and stored[7000].attempts == 1
+    assert all(stored[7000 + i].processed_at is not None for i in range(1, chats))
+    # One transaction: read the rows, the database's clock, one UPDATE per kind of change,
+    # the chats' waiting rows; not four statements per update (PostgreSQL adds one advisory
+    # lock per chat: bot/chatorder.py).
+    counted = [s for s in seen if "pg_advisory_xact_lock" not in s and s.strip().upper() not in ("BEGIN", "COMMIT")]
+    assert len(counted) <= 6, counted
+
+
+def test_a_crash_while_recording_a_batch_loses_nothing_and_handles_nothing_twice(
+        deps: Deps, config: Config, clock: FakeClock, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, _ = make_poller(deps)
+    ids = [7100 + i for i in range(5)]
+    first.journal([update(u, chat_id=CHAT_ID + i) for i, u in enumerate(ids)], advance_offset=False)
+    first.finish_many([(ids[0], False)])  # an earlier batch, committed
+    erase = DurablePoller._erase
+    calls = {"n": 0}
+
+    def dies_on_the_third(self: DurablePoller, row: UpdateJournal) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise SystemExit("killed while recording the batch")
+        erase(self, row)
+
+    monkeypatch.setattr(DurablePoller, "_erase", dies_on_the_third)
+    with pytest.raises(SystemExit):
+        first.finish_many([(u, False) for u in ids[1:]])
+    monkeypatch.setattr(DurablePoller, "_erase", erase)
+    first.drop_owner_lock()
+    # None of the batch was recorded: the next process takes up exactly those four, not the first.
+    assert [u for u, r in sorted(rows(deps).items()) if r.processed_at is None] == ids[1:]
+    second, _ = make_poller(build_deps(config, clock, engine)[0])
+    entries, lost = second.claim()
+    assert sorted(e.update_id for e in entries) == ids[1:] and lost == []
+    assert [a[0] for a in second.finish_many([(u, False) for u in ids[1:]])] == ["done"] * 4
+    assert all(r.processed_at is not None for r in rows(deps).values())
+    assert second.claim() == ([], [])  # nothing left to handle again
+
+
+async def test_updates_finishing_together_are_recorded_together(deps: Deps) -> None:
+    poller, app = make_poller(deps)
+    batches: list[list[int]] = []
+    original = poller.finish_many
+
+    def spy(results: list[tuple[int, bool]]) -> list[tuple[str, list[object]]]:
+        batches.append([u for u, _ in results])
+        return original(results)  # type: ignore[return-value]
+
+    poller.finish_many = spy  # type: ignore[method-assign]
+    chats = 20
+    poller.journal([update(7200 + i, chat_id=CHAT_ID + i) for i in range(chats)], advance_offset=False)
+    await poller.process_pending()
+    assert sorted(u.update_id for u in app.seen) == [7200 + i for i in range(chats)]
+    assert sorted(u for b in batches for u in b) == [7200 + i for i in range(chats)]  # each once
+    assert len(batches) < chats  # the ones finishing while a batch was written went together
+    assert all(r.processed_at is not None for r in rows(deps).values())
+
+
+def test_journaling_a_batch_reads_the_waiting_rows_once(deps: Deps, engine: Engine) -> None:
+    poller, _ = make_poller(deps)
+    poller.journal([update(7300, chat_id=CHAT_ID)], advance_offset=False)  # a chat with a row waiting
+    seen, stop = _statements(engine)
+    try:
+        fresh = poller.journal([update(7301 + i, chat_id=CHAT_ID + i) for i in range(30)]
+                               + [update(7331, chat_id=CHAT_ID + 1)], advance_offset=False)
+    finally:
+        stop()  # type: ignore[operator]
+    assert [e.update_id for e in fresh] == list(range(7301, 7332))
+    assert rows(deps)[7301].chat_key == rows(deps)[7300].chat_key  # the waiting row's chat found
+    assert rows(deps)[7331].chat_key == rows(deps)[7302].chat_key
+    reads = [s for s in seen if s.lstrip().upper().startswith("SELECT") and "update_journal" in s]
+    # one read of every chat's waiting rows, and one more for the chat with a second update
+    assert len(reads) == 2, reads

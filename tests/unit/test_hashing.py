@@ -51,3 +51,24 @@ def test_at_most_workers_hashes_at_once_off_the_loop() -> None:
 def test_default_is_one_worker_per_core() -> None:
     assert HashPool(CountingKeyring()).workers == cores() >= 1
     assert HashPool(CountingKeyring(), workers=3).workers == 3
+
+
+def test_hashes_run_at_a_lower_priority_than_the_event_loop() -> None:
+    import os
+    import sys
+
+    import pytest
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("per-thread nice values are Linux's")
+
+    class NiceKeyring(CountingKeyring):
+        def receipt_hash(self, code: str) -> str:  # the thread's own nice value, instead of a digest
+            return str(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    pool = HashPool(NiceKeyring(), workers=2)
+    loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    values = asyncio.run(pool.receipt_hash("0" * 16))
+    pool.close()
+    assert int(values) == min(19, loop_nice + 10)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == loop_nice  # the loop's is unchanged
