@@ -4,9 +4,10 @@ the export streamed, its audit entries written in batches."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, event, func, select, text
 
 from bot.clock import FakeClock
 from bot.deps import Deps
@@ -15,7 +16,7 @@ from storage.models import OutboxMessage
 from storage.models_officials import Bulletin
 from tests.officials_data import add_person, local, verified_case
 
-from .conftest import payload
+from .conftest import is_postgres, payload
 
 
 def test_the_bulletin_draft_is_rendered_and_split_once_per_language(deps: Deps, clock: FakeClock,
@@ -110,3 +111,74 @@ def test_export_csv_guards_every_typed_column(deps: Deps, clock: FakeClock) -> N
     assert (row["acknowledged_by"], row["person"], row["post"]) == ("'=HYPERLINK(1)", "'-2+3", "'@cmd")
     assert (row["received"], row["acknowledged_at"], row["outcome_recorded_at"], row["ack_met"]) == (
         "2026-11-01 10:07", "2026-11-01 11:00", "2026-11-01 12:59", "yes")
+
+
+def test_a_draft_to_several_members_is_one_insert_with_each_part_once(deps: Deps, clock: FakeClock,
+                                                                       engine: Engine) -> None:
+    """The same parts go to every office member: on PostgreSQL the outbox rows are one
+    statement carrying each part's ciphertext once (row by row, 900 copies of 13 kB were
+    most of a big draft's time); on SQLite one executemany. Ids follow the given order."""
+    clock.set(local(2026, 11, 3, 8))
+    with deps.sessions.begin() as s:
+        office = [add_person(s, deps, 6300 + i, f"Office {i}", "office").id for i in range(5)]
+        for i in range(40):
+            verified_case(s, deps, office[0], at=local(2026, 11, 2, 10, i), name=f"某{i:03d}" * 8, post="岗位" * 20)
+        b = bulletins.compile_draft(s, deps, clock.now(), "2026-11-03")[1]
+    inserts: list[tuple[Any, bool]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("INSERT INTO OUTBOX"):
+            inserts.append((parameters, executemany))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        with deps.sessions.begin() as s:
+            queued = bulletins.send_draft(s, deps, clock.now(), s.merge(b))
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    with deps.sessions.begin() as s:
+        rows = s.scalars(select(OutboxMessage).where(OutboxMessage.purpose == "bulletin_draft")
+                         .order_by(OutboxMessage.id)).all()
+        parts = len(rows) // 5
+        assert queued == len(rows) == 5 * parts and parts > 1
+        # in the order queued: each member's parts in turn, ids increasing
+        assert [(r.chat_id, r.dedupe_key.rsplit(":", 1)[1]) for r in rows] == [
+            (6300 + m, str(i)) for m in range(5) for i in range(parts)]
+        assert len({r.payload_enc for r in rows}) == parts  # encrypted once per part
+        assert [r.ready_at is not None for r in rows] == ([True] + [False] * (parts - 1)) * 5
+    if is_postgres(engine):
+        assert len(inserts) == 1 and not inserts[0][1]
+        assert len(inserts[0][0]["payloads"]) == parts and len(inserts[0][0]["keys"]) == 5 * parts
+    else:
+        assert len(inserts) == 1 and inserts[0][1]
+
+
+def test_outbox_payloads_are_stored_uncompressed_on_postgres(engine: Engine) -> None:
+    """Ciphertext does not compress: pglz's attempt on every payload over 2 kB was most of
+    the time of queueing a big draft (migration 0013d)."""
+    if not is_postgres(engine):
+        pytest.skip("a PostgreSQL storage setting")
+    with engine.connect() as conn:
+        storage = conn.scalar(text(
+            "SELECT attstorage FROM pg_attribute WHERE attrelid = 'outbox'::regclass AND attname = 'payload_enc'"))
+    assert storage == "e"  # EXTERNAL: out of line, never compressed
+
+
+def test_the_draft_is_built_with_the_collector_paused(deps: Deps, clock: FakeClock,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten thousand cases are short-lived objects without cycles: the cyclic collector is
+    paused while they are made (it was half of reading them) and back on after."""
+    import gc
+
+    clock.set(local(2026, 11, 3, 8))
+    with deps.sessions.begin() as s:
+        office = add_person(s, deps, 6400, "Office", "office").id
+        verified_case(s, deps, office, at=local(2026, 11, 2, 10), name="某人", post="岗位")
+        b = bulletins.compile_draft(s, deps, clock.now(), "2026-11-03")[1]
+    seen: list[bool] = []
+    real = bulletins.case_lines
+    monkeypatch.setattr(bulletins, "case_lines", lambda *a: seen.append(gc.isenabled()) or real(*a))
+    assert gc.isenabled()
+    with deps.sessions.begin() as s:
+        assert bulletins.send_draft(s, deps, clock.now(), s.merge(b)) >= 1
+    assert seen == [False] and gc.isenabled()
