@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from telegram import Update
 
 from bot.clock import Clock
-from bot.sealing import EphemeralKeys, SealError
+from bot.sealing import EphemeralKeys, KeyGone, SealError, key_id_of
 from bot.security import Keyring
 from bot.supervise import ThrottledLog
 from storage.models import Conversation
@@ -255,28 +255,43 @@ class ConversationStore:
         current = self.keys.current_key_id(now)
         with self.sessions.begin() as session:
             gone = session.execute(delete(Conversation).where(Conversation.expires_at <= now)).rowcount or 0
-            old = list(session.execute(select(Conversation.pseudonym, Conversation.kind, Conversation.sealed)
+            old = list(session.execute(select(Conversation.pseudonym, Conversation.kind)
                                        .where(Conversation.key_id != current)))
         resealed = 0
-        for pseudonym, kind, sealed in old:
-            try:
-                data = self.keys.open(sealed)
-            except SealError:
-                continue  # its key is gone: unreadable, it goes when it expires
-            token = self.keys.seal(data, now)
+        for pseudonym, kind in old:
+            # a transaction per row: no lock held across the whole table while flushes write
             with self.sessions.begin() as session:
-                # compare-and-set: a write that came meanwhile is newer, and left alone
-                done = session.execute(update(Conversation)
-                                       .where(Conversation.pseudonym == pseudonym, Conversation.kind == kind,
-                                              Conversation.sealed == sealed)
-                                       .values(sealed=token, key_id=token.partition(".")[0])).rowcount
-            resealed += done or 0
+                resealed += self.reseal_rows(session, self.keys, now,
+                                             (Conversation.pseudonym == pseudonym) & (Conversation.kind == kind)
+                                             & (Conversation.key_id != current))
         cutoff = time.monotonic() - FORGET_KNOWN
         for key in [k for k, seen in self._known.items() if seen < cutoff]:
             self._known.pop(key, None)
             self._stored.pop(key, None)
             self._applied.pop(key, None)
         return gone, resealed
+
+    @staticmethod
+    def reseal_rows(session: Session, keys: EphemeralKeys, now: datetime, where: Any) -> int:
+        """Re-seal the conversations matching `where` under the current key; returns how many.
+        Shared by the job above and the journal upkeep (bot/resealing.py). The caller commits."""
+        moved = 0
+        for pseudonym, kind, sealed in session.execute(
+                select(Conversation.pseudonym, Conversation.kind, Conversation.sealed).where(where)).all():
+            try:
+                data = keys.open(sealed)
+            except KeyGone:
+                continue  # its key is gone: unreadable, it goes when it expires
+            except SealError:
+                log.warning("a stored conversation does not open with its key: left as it is")
+                continue
+            token = keys.seal(data, now)
+            # compare-and-set: a write that came meanwhile is newer, and left alone
+            moved += session.execute(update(Conversation)
+                                     .where(Conversation.pseudonym == pseudonym, Conversation.kind == kind,
+                                            Conversation.sealed == sealed)
+                                     .values(sealed=token, key_id=key_id_of(token))).rowcount or 0
+        return moved
 
     @staticmethod
     def key_ids(session: Session) -> set[str]:

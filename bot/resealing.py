@@ -24,6 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bot import chatorder
+from bot.conversations import ConversationStore
 from bot.minimal import chat_of
 from bot.sealing import EphemeralKeys, KeyGone, SealError, key_id_of
 from storage.models import Conversation, PendingReceipt, UpdateJournal
@@ -67,15 +68,7 @@ def reseal_expired(session: Session, keys: EphemeralKeys, now: datetime) -> int:
             moved += 1
     # Conversations in progress (bot/conversations.py) re-seal themselves every minute; a
     # clock that jumped, or a job not yet run, must not leave them holding an old key.
-    for pseudonym, kind, sealed in session.execute(
-            select(Conversation.pseudonym, Conversation.kind, Conversation.sealed)
-            .where(Conversation.key_id.in_(expired))).all():
-        token = _reseal(keys, sealed, now)
-        if token is not None:  # compare-and-set: a write that came meanwhile is newer
-            moved += session.execute(update(Conversation)
-                                     .where(Conversation.pseudonym == pseudonym, Conversation.kind == kind,
-                                            Conversation.sealed == sealed)
-                                     .values(sealed=token, key_id=key_id_of(token))).rowcount or 0
+    moved += ConversationStore.reseal_rows(session, keys, now, Conversation.key_id.in_(expired))
     if moved:
         log.info("re-sealed %d stored tokens under the current journal key", moved)
     return moved
