@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ class Kind:
     put: Callable[[dict[str, Any], Any, dict[str, Any]], None]  # load a dumped state into memory
     dump: Callable[[Any], dict[str, Any] | None]  # None: nothing worth keeping
     expires: Callable[[Any, dict[str, Any]], datetime]  # (state, bot_data) -> when it goes
+    clear: Callable[[dict[str, Any], Any], None]  # forget it in memory (another process finished it)
 
 
 KINDS: dict[str, Kind] = {}
@@ -90,6 +92,10 @@ class Slot:
         return self.kind, self.pseudonym
 
 
+# (slot, state as text or None, state, when it expires, ids of the updates applied)
+Write = tuple[Slot, str | None, dict[str, Any] | None, datetime | None, list[int]]
+
+
 class ConversationStore:
     def __init__(self, sessions: sessionmaker[Session], keyring: Keyring, keys: EphemeralKeys | None,
                  clock: Clock) -> None:
@@ -98,6 +104,7 @@ class ConversationStore:
         self._stored: dict[tuple[str, str], str] = {}  # the state as last written (JSON)
         self._dirty: dict[tuple[str, str], tuple[Slot, int]] = {}  # a write that failed: tried again
         self._applied: dict[tuple[str, str], list[int]] = {}  # update ids applied to each (latest last)
+        self._version: dict[tuple[str, str], int] = {}  # the row's version as last read or written here
         self._tlog = ThrottledLog(log)
         self.skipped = 0  # updates found handled already (after a restart)
 
@@ -122,46 +129,71 @@ class ConversationStore:
 
     # loading ---------------------------------------------------------------------------------
     async def load(self, bot_data: dict[str, Any], slots: list[Slot], update_id: int) -> bool:
-        """Bring the slots' stored state into memory if this process has not seen them yet.
+        """Bring the slots' stored state into memory where the row is not the one this process
+        last read or wrote: on the first update after a start, and whenever another process
+        handled the chat meanwhile (several webhook processes on one database). One small
+        read per update: the versions; the sealed state only of the rows that changed.
         True if the update was applied to one of them already (handled and saved, before a
         restart or before a newer update of the chat)."""
         now = time.monotonic()
-        missing = [s for s in slots if s.key not in self._known]
         for s in slots:
-            if s.key in self._known:
-                self._known[s.key] = now
-        if not missing or not self.enabled:
-            return self._was_applied(slots, update_id)
-        rows = await asyncio.to_thread(self._read, {s.pseudonym for s in missing})
-        wanted = {s.key: s for s in missing}
-        handled = False
-        for pseudonym, kind_name, sealed in rows:
-            slot = wanted.get((kind_name, pseudonym))
-            kind = KINDS.get(kind_name)
-            if slot is None or kind is None:
-                continue
-            try:
-                blob = json.loads(self.keys.open(sealed))  # type: ignore[union-attr]
-                kind.put(bot_data, slot.ident, blob["s"])
-            except (SealError, ValueError, KeyError, TypeError) as exc:
-                # its key is gone (or it is not ours to read): it is as if it had expired
-                log.warning("a stored conversation (%s) could not be opened (%s): dropped", kind_name,
-                            type(exc).__name__)
-                continue
-            self._stored[slot.key] = _text(blob["s"])
-            self._applied[slot.key] = [int(u) for u in blob.get("h", [])][-APPLIED_KEPT:]
-        for s in missing:
             self._known[s.key] = now
+        if not slots or not self.enabled:
+            return self._was_applied(slots, update_id)
+        versions = await asyncio.to_thread(self._versions, {s.pseudonym for s in slots})
+        stale: list[Slot] = []
+        for slot in slots:
+            stored = versions.get(slot.key)
+            if stored is None:
+                if slot.key in self._version:  # finished (or expired) elsewhere: nothing to continue
+                    KINDS[slot.kind].clear(bot_data, slot.ident)
+                    self._forget(slot.key)
+            elif stored != self._version.get(slot.key):
+                stale.append(slot)
+        if stale:
+            rows = await asyncio.to_thread(self._read, {s.pseudonym for s in stale})
+            for slot in stale:
+                if slot.key in rows:
+                    self._take(bot_data, slot, *rows[slot.key])
         return self._was_applied(slots, update_id)
+
+    def _take(self, bot_data: dict[str, Any], slot: Slot, version: int, sealed: str) -> None:
+        """The row's state replaces this process's copy."""
+        kind = KINDS[slot.kind]
+        self._version[slot.key] = version
+        try:
+            blob = json.loads(self.keys.open(sealed))  # type: ignore[union-attr]
+            kind.put(bot_data, slot.ident, blob["s"])
+        except (SealError, ValueError, KeyError, TypeError) as exc:
+            # its key is gone (or it is not ours to read): it is as if it had expired
+            log.warning("a stored conversation (%s) could not be opened (%s): dropped", slot.kind,
+                        type(exc).__name__)
+            kind.clear(bot_data, slot.ident)
+            self._stored.pop(slot.key, None)
+            self._applied.pop(slot.key, None)
+            return
+        self._stored[slot.key] = _text(blob["s"])
+        self._applied[slot.key] = [int(u) for u in blob.get("h", [])][-APPLIED_KEPT:]
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        self._stored.pop(key, None)
+        self._applied.pop(key, None)
+        self._version.pop(key, None)
 
     def _was_applied(self, slots: list[Slot], update_id: int) -> bool:
         return any(update_id in self._applied.get(s.key, ()) for s in slots)
 
-    def _read(self, pseudonyms: set[str]) -> list[tuple[str, str, str]]:
+    def _versions(self, pseudonyms: set[str]) -> dict[tuple[str, str], int]:
         with self.sessions.begin() as session:
-            return [tuple(r) for r in session.execute(  # type: ignore[misc]
-                select(Conversation.pseudonym, Conversation.kind, Conversation.sealed)
-                .where(Conversation.pseudonym.in_(sorted(pseudonyms))))]
+            return {(kind, p): v for p, kind, v in session.execute(
+                select(Conversation.pseudonym, Conversation.kind, Conversation.version)
+                .where(Conversation.pseudonym.in_(sorted(pseudonyms))))}
+
+    def _read(self, pseudonyms: set[str]) -> dict[tuple[str, str], tuple[int, str]]:
+        with self.sessions.begin() as session:
+            return {(kind, p): (v, sealed) for p, kind, v, sealed in session.execute(
+                select(Conversation.pseudonym, Conversation.kind, Conversation.version, Conversation.sealed)
+                .where(Conversation.pseudonym.in_(sorted(pseudonyms))))}
 
     # writing ---------------------------------------------------------------------------------
     async def flush(self, bot_data: dict[str, Any], slots: Iterable[Slot], update_id: int,
@@ -175,22 +207,34 @@ class ConversationStore:
         if not writes:
             return
         try:
-            await asyncio.to_thread(self._write, writes)
+            outcome = await asyncio.to_thread(self._write, writes)
         except Exception as exc:  # noqa: BLE001 - the database is away: the job writes it later
             self._tlog("flush", logging.WARNING, "conversations: saving failed (%s); will try again",
                        type(exc).__name__)
             for slot, *_ in writes:
                 self._dirty[slot.key] = (slot, update_id)
             return
-        for slot, text, _, _, _ in writes:
+        self._written(writes, outcome)
+
+    def _written(self, writes: list[Write], outcome: list[int | None | bool]) -> None:
+        """Record what `_write` did: a new version, None (deleted) or False (another process
+        wrote the row meanwhile: left alone, and read again with the chat's next update)."""
+        for (slot, text, *_), done in zip(writes, outcome, strict=True):
             self._dirty.pop(slot.key, None)
-            if text is None:
+            if done is False:
+                self._tlog("conflict", logging.WARNING,
+                           "conversations: another process changed a %s conversation meanwhile; theirs is kept",
+                           slot.kind)
                 self._stored.pop(slot.key, None)
+                self._version[slot.key] = -1  # never a stored version: the next update reads the row
+            elif done is None or text is None:
+                self._forget(slot.key)
             else:
                 self._stored[slot.key] = text
+                self._version[slot.key] = done
 
     def _changes(self, bot_data: dict[str, Any], slots: Iterable[Slot], update_id: int, applied: bool = False
-                 ) -> list[tuple[Slot, str | None, dict[str, Any] | None, datetime | None, list[int]]]:
+                 ) -> list[Write]:
         writes = []
         for slot in slots:
             kind = KINDS[slot.kind]
@@ -211,21 +255,46 @@ class ConversationStore:
             writes.append((slot, text, state, expires, list(ids)))
         return writes
 
-    def _write(self, writes: list[tuple[Slot, str | None, dict[str, Any] | None, datetime | None, list[int]]]
-               ) -> None:
+    def _write(self, writes: list[Write]) -> list[int | None | bool]:
+        """Compare-and-set on the version this process last read or wrote: a row another
+        process changed meanwhile is not overwritten. Returns per write the new version,
+        None (deleted) or False (not written: changed elsewhere)."""
         assert self.keys is not None
         now = self.clock.now()
+        outcome: list[int | None | bool] = []
         with self.sessions.begin() as session:
             for slot, _, state, expires, applied in writes:
+                where = (Conversation.pseudonym == slot.pseudonym) & (Conversation.kind == slot.kind)
+                seen = self._version.get(slot.key)
                 if state is None:
-                    self.erase(session, slot.kind, slot.pseudonym)
+                    # finished here (cancelled, submitted): gone, unless changed elsewhere meanwhile
+                    gone = delete(Conversation).where(where)
+                    if seen is not None:
+                        gone = gone.where(Conversation.version == seen)
+                    session.execute(gone)
+                    outcome.append(None)
                     continue
                 token = self.keys.seal(json.dumps({"h": applied, "s": state}, ensure_ascii=False).encode(), now)
                 values = {"sealed": token, "key_id": token.partition(".")[0], "expires_at": expires}
+                if seen is not None:
+                    if session.execute(update(Conversation).where(where, Conversation.version == seen)
+                                       .values(version=seen + 1, **values)).rowcount:
+                        outcome.append(seen + 1)
+                        continue
+                    if session.scalar(select(Conversation.version).where(where)) is not None:
+                        outcome.append(False)  # another process wrote it meanwhile
+                        continue
+                    # gone: finished with the step's effect here (`erase`), or elsewhere: a new row
+                # A new row starts at a random version: one deleted and created again elsewhere
+                # does not come back under the version a process still remembers.
+                first = secrets.randbelow(1 << 30) + 1
                 dialect = session.get_bind().dialect.name
                 maker = postgresql.insert if dialect == "postgresql" else sqlite.insert
-                session.execute(maker(Conversation).values(pseudonym=slot.pseudonym, kind=slot.kind, **values)
-                                .on_conflict_do_update(index_elements=["pseudonym", "kind"], set_=values))
+                made = session.execute(maker(Conversation).values(pseudonym=slot.pseudonym, kind=slot.kind,
+                                                                  version=first, **values)
+                                       .on_conflict_do_nothing(index_elements=["pseudonym", "kind"])).rowcount
+                outcome.append(first if made else False)  # not made: created elsewhere meanwhile
+        return outcome
 
     @staticmethod
     def erase(session: Session, kind: str, pseudonym: str) -> None:
@@ -244,12 +313,7 @@ class ConversationStore:
             for slot, u in pending:
                 writes = self._changes(bot_data, [slot], u)
                 if writes:
-                    self._write(writes)
-                    text = writes[0][1]
-                    if text is None:
-                        self._stored.pop(slot.key, None)
-                    else:
-                        self._stored[slot.key] = text
+                    self._written(writes, self._write(writes))
                 self._dirty.pop(slot.key, None)
         now = self.clock.now()
         current = self.keys.current_key_id(now)
@@ -267,8 +331,7 @@ class ConversationStore:
         cutoff = time.monotonic() - FORGET_KNOWN
         for key in [k for k, seen in self._known.items() if seen < cutoff]:
             self._known.pop(key, None)
-            self._stored.pop(key, None)
-            self._applied.pop(key, None)
+            self._forget(key)
         return gone, resealed
 
     @staticmethod

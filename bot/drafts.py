@@ -122,6 +122,9 @@ class SessionStore:
     def put(self, key: str, session: ChatSession) -> None:
         self._sessions[key] = session
 
+    def drop(self, key: str) -> None:
+        self._sessions.pop(key, None)
+
     def sweep(self, now: datetime) -> int:
         """Forget expired sessions and stale counters; returns how many sessions went."""
         stale = [k for k, s in self._sessions.items() if s.touched is None or now - s.touched > self.ttl]
@@ -208,6 +211,7 @@ conversations.register(conversations.Kind(
     get=lambda bot_data, key: _store(bot_data).peek(key),
     put=lambda bot_data, key, d: _store(bot_data).put(key, load_session(d)),
     dump=dump_session, expires=_session_expires,
+    clear=lambda bot_data, key: _store(bot_data).drop(key),
 ))
 for _name, _scope in (("backoff", "chat"), ("joinwait", "join")):  # wrong receipt codes; wrong /join codes
     conversations.register(conversations.Kind(
@@ -215,4 +219,5 @@ for _name, _scope in (("backoff", "chat"), ("joinwait", "join")):  # wrong recei
         get=lambda bot_data, key: _store(bot_data).backoffs.get(key),
         put=lambda bot_data, key, d: _store(bot_data).backoffs.__setitem__(key, _load_backoff(d)),
         dump=_dump_backoff, expires=_backoff_expires,
+        clear=lambda bot_data, key: _store(bot_data).backoffs.pop(key, None),
     ))

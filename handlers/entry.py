@@ -131,6 +131,7 @@ conversations.register(conversations.Kind(
     get=lambda bot_data, user_id: bot_data["entries"].peek(user_id),
     put=lambda bot_data, user_id, d: bot_data["entries"].put(user_id, load_session(d)),
     dump=dump_session, expires=_entry_expires,
+    clear=lambda bot_data, user_id: bot_data["entries"].drop(user_id),
 ))
 
 

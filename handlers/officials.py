@@ -54,6 +54,7 @@ conversations.register(conversations.Kind(
     get=lambda bot_data, user_id: bot_data.get(PENDING_NOTES, {}).get(user_id),
     put=lambda bot_data, user_id, d: bot_data.setdefault(PENDING_NOTES, {}).__setitem__(user_id, _load_prompt(d)),
     dump=_dump_prompt, expires=lambda p, _bot_data: p.expires,
+    clear=lambda bot_data, user_id: bot_data.get(PENDING_NOTES, {}).pop(user_id, None),
 ))
 
 

@@ -75,6 +75,7 @@ conversations.register(conversations.Kind(
     get=lambda bot_data, user_id: bot_data["deps"].staff_flows.get(user_id),
     put=lambda bot_data, user_id, d: bot_data["deps"].staff_flows.__setitem__(user_id, _load_flow(d)),
     dump=_dump_flow, expires=lambda flow, _bot_data: flow.started + FLOW_TTL,
+    clear=lambda bot_data, user_id: bot_data["deps"].staff_flows.pop(user_id, None),
 ))
 
 

@@ -514,3 +514,6 @@ class Conversation(Base):
     sealed: Mapped[str] = mapped_column(Text)
     key_id: Mapped[str] = mapped_column(String(40), index=True)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+    # Bumped by every write (compare-and-set); another process that cached an older one
+    # reads the row again. Re-sealing keeps it (same content).
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

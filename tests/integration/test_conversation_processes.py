@@ -1,0 +1,128 @@
+"""Conversations shared by several processes on one database (webhook mode, any number of
+processes): a chat whose updates go A, then B, then A again continues at A from B's step,
+and a draft finished at B is gone at A too (bot/conversations.py: versions, compare-and-set)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import Engine, select
+
+from bot.app import build_deps
+from bot.clock import FakeClock
+from bot.config import Config
+from bot.conversations import Slot
+from bot.deps import Deps
+from bot.drafts import ChatSession, Draft, Step
+from storage.models import Conversation
+
+CHAT = 6_230_044_001
+
+
+class Process:
+    """One process's view: its own memory (sessions, conversation store), the shared database."""
+
+    def __init__(self, config: Config, clock: FakeClock, engine: Engine) -> None:
+        self.deps: Deps = build_deps(config, clock, engine)[0]
+        self.bot_data = {"deps": self.deps}
+        p = self.deps.keyring.pseudonym("chat", CHAT)
+        self.key, self.slots = p, [Slot("citizen", p, p)]
+
+    async def handle(self, update_id: int, change: Callable[[ChatSession], None]) -> bool:
+        """One update the way the application handles it: load, the handler, save. False if
+        it was found handled already."""
+        store = self.deps.conversations
+        assert store is not None
+        if await store.load(self.bot_data, self.slots, update_id):
+            return False
+        session, _ = self.deps.chats.get(self.key, self.deps.clock.now(), "zh-CN")
+        change(session)
+        await store.flush(self.bot_data, self.slots, update_id)
+        return True
+
+    def session(self) -> ChatSession | None:
+        return self.deps.chats.peek(self.key)
+
+
+@pytest.fixture
+def processes(config: Config, clock: FakeClock, engine: Engine) -> tuple[Process, Process]:
+    return Process(config, clock, engine), Process(config, clock, engine)
+
+
+def start(s: ChatSession) -> None:
+    s.step, s.draft = Step.UNIT, Draft(category="late")
+
+
+def start_other(s: ChatSession) -> None:
+    s.step, s.draft = Step.UNIT, Draft(category="rude")
+
+
+def unit(name: str) -> Callable[[ChatSession], None]:
+    def change(s: ChatSession) -> None:
+        assert s.draft is not None
+        s.draft.unit, s.step = name, Step.PLACE
+    return change
+
+
+def place(s: ChatSession) -> None:
+    assert s.draft is not None
+    s.draft.place, s.step = "the county office", Step.TEXT
+
+
+def cancel(s: ChatSession) -> None:
+    s.step, s.draft = Step.IDLE, None
+
+
+async def test_a_chat_continues_from_the_step_another_process_took(processes: tuple[Process, Process]) -> None:
+    a, b = processes
+    assert await a.handle(1, start)
+    assert await b.handle(2, unit("Dingchang"))  # B reads A's draft, takes the next step
+    assert await a.handle(3, place)  # back at A: from B's step, not A's own older one
+    s = a.session()
+    assert s is not None and s.draft is not None
+    assert (s.step, s.draft.unit, s.draft.place) == (Step.TEXT, "Dingchang", "the county office")
+    # B's update delivered again to A (saved at B, not yet marked handled): not applied twice
+    assert not await a.handle(2, unit("twice"))
+    # and B, in turn, sees A's step
+    assert await b.handle(4, lambda s: None)
+    s = b.session()
+    assert s is not None and s.draft is not None and s.draft.place == "the county office"
+
+
+async def test_a_draft_finished_elsewhere_is_gone_here(processes: tuple[Process, Process], engine: Engine) -> None:
+    a, b = processes
+    assert await a.handle(1, start)
+    assert await b.handle(2, cancel)  # cancelled at B: the row is gone
+    with engine.connect() as conn:
+        assert not conn.execute(select(Conversation.kind)).all()
+    assert await a.handle(3, lambda s: None)  # A has no draft left to continue
+    s = a.session()
+    assert s is not None and s.step is Step.IDLE and s.draft is None
+    # A new draft started at B after the old one finished there (its row made again, with
+    # the same number of writes) is the one A continues
+    assert await a.handle(4, start)
+    assert await b.handle(5, cancel)
+    assert await b.handle(6, start_other)
+    assert await a.handle(7, lambda s: None)
+    s = a.session()
+    assert s is not None and s.draft is not None and s.draft.category == "rude"
+
+
+async def test_a_write_over_a_change_made_elsewhere_is_not_made(processes: tuple[Process, Process],
+                                                                engine: Engine) -> None:
+    a, b = processes
+    assert await a.handle(1, start)
+    assert await b.handle(2, unit("B's"))
+    # A changes its copy without reading B's change (both at once): B's row stays
+    session, _ = a.deps.chats.get(a.key, a.deps.clock.now(), "zh-CN")
+    unit("A's")(session)
+    await a.deps.conversations.flush(a.bot_data, a.slots, 3)  # type: ignore[union-attr]
+    assert await b.handle(4, lambda s: None)
+    s = b.session()
+    assert s is not None and s.draft is not None and s.draft.unit == "B's"
+    assert await a.handle(5, lambda s: None)  # and A reads it again with its next update
+    s = a.session()
+    assert s is not None and s.draft is not None and s.draft.unit == "B's"
+    with engine.connect() as conn:
+        assert len(conn.execute(select(Conversation.version)).all()) == 1
