@@ -71,7 +71,8 @@ def build_deps(config: Config, clock: Clock | None = None, engine: Engine | None
 
 class TiplineApplication(Application):  # type: ignore[type-arg]
     """PTB's Application, with each update's conversations brought in from the database
-    before its handlers run (the first time after a start) and saved after (bot/conversations.py)."""
+    before its handlers run (the first time after a start, or changed by another process) and
+    saved after (bot/conversations.py)."""
 
     async def process_update(self, update: object) -> None:
         deps: Deps = self.bot_data["deps"]

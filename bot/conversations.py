@@ -11,9 +11,13 @@ person was:
   re-seals what is still alive, so the keys of past periods are destroyed by the
   journal's upkeep once nothing needs them: a copy of the database taken later cannot
   open a finished or expired conversation.
-- Loaded lazily, on the first update of a chat after a start; written after each update
-  that changed it (in a worker thread), or in the same transaction as the step's effect
-  where there is one (`erase`: a submitted tip, a recorded outcome, a saved note).
+- Loaded on the first update of a chat after a start, and again whenever another process
+  changed it since: each row has a version, read with every update (several webhook
+  processes share one database; a chat may go A, B, A). A row gone means finished
+  elsewhere: forgotten here too. Written after each update that changed it (in a worker
+  thread), compare-and-set on the version (a newer row is never overwritten with an older
+  copy), or deleted in the same transaction as the step's effect where there is one
+  (`erase`: a submitted tip, a recorded outcome, a saved note).
 - The ids of the last updates applied to it are sealed with the state: an update handled
   and saved but not yet marked handled in the journal when the process died is not
   handled a second time (after the restart, or when it comes back after a newer one).
@@ -349,7 +353,8 @@ class ConversationStore:
                 log.warning("a stored conversation does not open with its key: left as it is")
                 continue
             token = keys.seal(data, now)
-            # compare-and-set: a write that came meanwhile is newer, and left alone
+            # compare-and-set: a write that came meanwhile is newer, and left alone. The version
+            # stays: the content is the same, so no process needs to read it again.
             moved += session.execute(update(Conversation)
                                      .where(Conversation.pseudonym == pseudonym, Conversation.kind == kind,
                                             Conversation.sealed == sealed)
