@@ -108,14 +108,18 @@ class Harness:
             return None
         return await self.expect(chat_id if chat_id is not None else user["id"], expect)
 
-    async def open_outcome(self, lead: dict[str, Any], card: Any) -> SentRecord:
-        """The lead acknowledges the card, then starts recording its outcome; the question asked."""
+    async def acknowledge(self, lead: dict[str, Any], card: Any, shows: str = "询问举报人") -> Any:
+        """The lead presses 签收 on a card in their chat; the card once it shows the button `shows`."""
         uid, mid = lead["id"], card["message_id"]
         self.server.press(lead, card, "签收")
-        card = await self.server.wait_for(lambda: "录入结果" in str(self.server.message(uid, mid)["reply_markup"])
+        return await self.server.wait_for(lambda: shows in str(self.server.message(uid, mid)["reply_markup"])
                                           and self.server.message(uid, mid))
+
+    async def open_outcome(self, lead: dict[str, Any], card: Any) -> SentRecord:
+        """The lead acknowledges the card, then starts recording its outcome; the question asked."""
+        card = await self.acknowledge(lead, card, "录入结果")
         self.server.press(lead, card, "录入结果")
-        return await self.expect(uid, "办理结果？")
+        return await self.expect(lead["id"], "办理结果？")
 
     async def alert_for(self, count_before: int, timeout: float = 5.0) -> dict[str, Any]:
         return await self.server.wait_for(

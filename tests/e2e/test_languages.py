@@ -66,9 +66,7 @@ async def test_the_tipster_sees_every_open_question_and_answers_each(harness: Ha
     lead, _office, citizen = await _setup(h)
     code = await h.report(citizen)
     card = await h.expect(LEAD1, "举报 #1")
-    srv.press(lead, card, "签收")
-    card = await srv.wait_for(lambda: "询问举报人" in str(srv.message(LEAD1, card["message_id"])["reply_markup"])
-                              and srv.message(LEAD1, card["message_id"]))
+    card = await h.acknowledge(lead, card)
     for question in ("第一个问题：是哪个窗口？", "第二个问题：大约几点？"):
         srv.press(lead, card, "询问举报人")
         await h.expect(LEAD1, "请输入要问举报人的问题")
