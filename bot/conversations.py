@@ -15,8 +15,9 @@ person was:
   changed it since: each row has a version, read with every update (several webhook
   processes share one database; a chat may go A, B, A). A row gone means finished
   elsewhere: forgotten here too. Written after each update that changed it (in a worker
-  thread), compare-and-set on the version (a newer row is never overwritten with an older
-  copy), or deleted in the same transaction as the step's effect where there is one
+  thread, in one transaction with the writes other chats' updates made meanwhile),
+  compare-and-set on the version (a newer row is never overwritten with an older copy),
+  or deleted in the same transaction as the step's effect where there is one
   (`erase`: a submitted tip, a recorded outcome, a saved note).
 - The ids of the last updates applied to it are sealed with the state: an update handled
   and saved but not yet marked handled in the journal when the process died is not
@@ -34,6 +35,7 @@ import json
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -54,6 +56,7 @@ log = logging.getLogger(__name__)
 
 FORGET_KNOWN = 25 * 3600.0  # seconds: a chat idle this long is looked up again (nothing is left of it)
 APPLIED_KEPT = 16  # ids of the latest updates applied to a conversation, kept with it
+WRITE_BATCH = 64  # conversation writes in one transaction, at most (it holds SQLite's write lock)
 
 
 def ceil_minute(moment: datetime) -> datetime:
@@ -109,6 +112,8 @@ class ConversationStore:
         self._dirty: dict[tuple[str, str], tuple[Slot, int]] = {}  # a write that failed: tried again
         self._applied: dict[tuple[str, str], list[int]] = {}  # update ids applied to each (latest last)
         self._version: dict[tuple[str, str], int] = {}  # the row's version as last read or written here
+        self._waiting: deque[tuple[list[Write], asyncio.Future[list[int | None | bool]]]] = deque()
+        self._writer: asyncio.Task[None] | None = None
         self._tlog = ThrottledLog(log)
         self.skipped = 0  # updates found handled already (after a restart)
 
@@ -211,7 +216,7 @@ class ConversationStore:
         if not writes:
             return
         try:
-            outcome = await asyncio.to_thread(self._write, writes)
+            outcome = await self._write_together(writes)
         except Exception as exc:  # noqa: BLE001 - the database is away: the job writes it later
             self._tlog("flush", logging.WARNING, "conversations: saving failed (%s); will try again",
                        type(exc).__name__)
@@ -219,6 +224,34 @@ class ConversationStore:
                 self._dirty[slot.key] = (slot, update_id)
             return
         self._written(writes, outcome)
+
+    async def _write_together(self, writes: list[Write]) -> list[int | None | bool]:
+        """`_write` in a worker thread, together with the writes of the other chats' updates
+        that came meanwhile: one transaction (on SQLite one hold of the write lock and one
+        flush to disk) for many updates instead of one each, which queued behind each other
+        for the lock. Each caller still returns only once its own rows are committed."""
+        done: asyncio.Future[list[int | None | bool]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((writes, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_waiting())
+        return await done
+
+    async def _write_waiting(self) -> None:
+        while self._waiting:
+            batch: list[tuple[list[Write], asyncio.Future[list[int | None | bool]]]] = []
+            while self._waiting and sum(len(w) for w, _ in batch) < WRITE_BATCH:
+                batch.append(self._waiting.popleft())
+            try:
+                outcome = await asyncio.to_thread(self._write, [w for writes, _ in batch for w in writes])
+            except Exception as exc:  # noqa: BLE001 - each caller keeps its writes to try again
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for writes, done in batch:
+                if not done.done():
+                    done.set_result(outcome[:len(writes)])
+                outcome = outcome[len(writes):]
 
     def _written(self, writes: list[Write], outcome: list[int | None | bool]) -> None:
         """Record what `_write` did: a new version, None (deleted) or False (another process
@@ -266,10 +299,13 @@ class ConversationStore:
         assert self.keys is not None
         now = self.clock.now()
         outcome: list[int | None | bool] = []
+        # A row written twice in one batch (a staff member's conversation, from two chats at
+        # once): the second write compares with the version the first one left.
+        now_at: dict[tuple[str, str], int | None] = {}
         with self.sessions.begin() as session:
             for slot, _, state, expires, applied in writes:
                 where = (Conversation.pseudonym == slot.pseudonym) & (Conversation.kind == slot.kind)
-                seen = self._version.get(slot.key)
+                seen = now_at[slot.key] if slot.key in now_at else self._version.get(slot.key)
                 if state is None:
                     # finished here (cancelled, submitted): gone, unless changed elsewhere meanwhile
                     gone = delete(Conversation).where(where)
@@ -277,6 +313,7 @@ class ConversationStore:
                         gone = gone.where(Conversation.version == seen)
                     session.execute(gone)
                     outcome.append(None)
+                    now_at[slot.key] = None
                     continue
                 token = self.keys.seal(json.dumps({"h": applied, "s": state}, ensure_ascii=False).encode(), now)
                 values = {"sealed": token, "key_id": token.partition(".")[0], "expires_at": expires}
@@ -284,6 +321,7 @@ class ConversationStore:
                     if session.execute(update(Conversation).where(where, Conversation.version == seen)
                                        .values(version=seen + 1, **values)).rowcount:
                         outcome.append(seen + 1)
+                        now_at[slot.key] = seen + 1
                         continue
                     if session.scalar(select(Conversation.version).where(where)) is not None:
                         outcome.append(False)  # another process wrote it meanwhile
@@ -298,6 +336,8 @@ class ConversationStore:
                                                                   version=first, **values)
                                        .on_conflict_do_nothing(index_elements=["pseudonym", "kind"])).rowcount
                 outcome.append(first if made else False)  # not made: created elsewhere meanwhile
+                if made:
+                    now_at[slot.key] = first
         return outcome
 
     @staticmethod

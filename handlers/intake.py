@@ -31,8 +31,10 @@ from bot.domain.text import normalise_opt
 from bot.drafts import ChatSession, Draft, EvidenceItem, Step
 from bot.services import intake, receipts
 from bot.services.outbox import Button
+from bot.splitting import TELEGRAM_TEXT_LIMIT
 from handlers import evidence as evidence_intake
-from handlers.common import Context, checked_text, deps_of, replace_keyboard, reply, send, unit_pages, unit_picker
+from handlers.common import (NO_PREVIEW_JSON, Context, checked_text, deps_of, post, replace_keyboard, reply, send,
+                             unit_pages, unit_picker)
 
 log = logging.getLogger(__name__)
 
@@ -279,14 +281,34 @@ async def show_review(update: Update, context: Context, ch: Channel, s: ChatSess
 async def answer(query: CallbackQuery, text: str | None = None, alert: bool = False) -> None:
     # An answer after a restart may be "too old": harmless, the action still runs.
     with contextlib.suppress(BadRequest):
-        await query.answer(text=text, show_alert=alert)
+        await post(query.get_bot(), "answerCallbackQuery",
+                   {"callback_query_id": query.id, "text": text, "show_alert": alert})
 
 
 async def drop_keyboard(update: Update) -> None:
     query = update.callback_query
     if query is not None and query.message is not None:
         with contextlib.suppress(BadRequest):
-            await query.edit_message_reply_markup(reply_markup=None)
+            await post(query.get_bot(), "editMessageReplyMarkup",
+                       {"chat_id": query.message.chat.id, "message_id": query.message.message_id})
+
+
+async def settle(update: Update, context: Context, question: str, chosen: str) -> None:
+    """The pressed step's message shows the answer under its question, its buttons gone: one
+    edit, where a dropped keyboard and a message "Chosen: ..." were two calls and one more
+    message in the chat. The question is rendered again (the journal keeps no formatting).
+    If the message cannot be edited (deleted, too old), the answer comes as a message."""
+    query = update.callback_query
+    text = f"{question}\n\n{chosen}"
+    if query is not None and query.message is not None and len(text) <= TELEGRAM_TEXT_LIMIT:
+        try:
+            await post(query.get_bot(), "editMessageText", {
+                "chat_id": query.message.chat.id, "message_id": query.message.message_id, "text": text,
+                "parse_mode": "HTML", "link_preview_options": NO_PREVIEW_JSON})
+            return
+        except BadRequest:
+            await drop_keyboard(update)
+    await reply(update, context, chosen)
 
 
 def _draft(s: ChatSession, *steps: Step) -> Draft | None:
@@ -301,8 +323,8 @@ async def btn_channel(update: Update, context: Context, ch: Channel, s: ChatSess
         await ch.stale(update, context, s)
         return
     draft.channel = arg
-    await drop_keyboard(update)
-    await reply(update, context, ch.msg(deps, s, "chosen", value=deps.texts.button(s.lang, f"entry_{arg}")))
+    await settle(update, context, ch.msg(deps, s, "choose_channel"),
+                 ch.msg(deps, s, "chosen", value=deps.texts.button(s.lang, f"entry_{arg}")))
     if draft.editing and ch.complete(s):
         await show_review(update, context, ch, s)
     else:
@@ -319,8 +341,8 @@ async def btn_category(update: Update, context: Context, ch: Channel, s: ChatSes
         await reply(update, context, ch.msg(deps, s, "button_invalid"))
         return
     draft.category = arg
-    await drop_keyboard(update)
-    await reply(update, context, ch.msg(deps, s, "chosen", value=deps.texts.category_name(arg, s.lang)))
+    await settle(update, context, ch.msg(deps, s, "choose_category"),
+                 ch.msg(deps, s, "chosen", value=deps.texts.category_name(arg, s.lang)))
     if draft.editing and ch.complete(s):
         await show_review(update, context, ch, s)
     else:
@@ -345,14 +367,15 @@ async def btn_unit(update: Update, context: Context, ch: Channel, s: ChatSession
     if arg != "other" and deps.config.unit(arg) is None:
         await reply(update, context, ch.msg(deps, s, "button_invalid"))
         return
-    await drop_keyboard(update)
     if arg == "other":
+        await drop_keyboard(update)
         draft.unit = "other"
         s.step = Step.UNIT_OTHER
         await reply(update, context, ch.msg(deps, s, "ask_other_unit", limit=deps.config.intake.other_unit_max_chars))
         return
     draft.unit, draft.unit_other = arg, None
-    await reply(update, context, ch.msg(deps, s, "chosen", value=deps.texts.unit_name(arg, s.lang)))
+    await settle(update, context, ch.msg(deps, s, "choose_unit", pages=unit_pages(deps)),
+                 ch.msg(deps, s, "chosen", value=deps.texts.unit_name(arg, s.lang)))
     if draft.editing and ch.complete(s):
         await show_review(update, context, ch, s)
     else:
@@ -450,24 +473,33 @@ async def btn_submit(update: Update, context: Context, ch: Channel, s: ChatSessi
     chat = update.effective_chat
     assert chat is not None
     now = deps.clock.now()
-    # Committed before the person hears of it; the receipt is kept until it has been sent.
-    try:
+
+    def commit() -> tuple[int, receipts.Receipt] | None:
+        # Committed before the person hears of it; the receipt is kept until it has been sent.
         with deps.sessions.begin() as session:
             stored = ch.store(session, update, context, s, draft, new, digest)
             # The draft goes with the tip it became: a restart after this commit finds no draft.
             ConversationStore.erase(session, ch.conversation, deps.keyring.pseudonym("chat", chat.id))
-            if stored is not None:
-                tip_id, team = stored
-                receipt = receipts.Receipt(chat_id=chat.id, code=format_receipt(code), lang=s.lang, kind=ch.kind,
-                                           notify=draft.notify, channel=new.channel, team=team)
-                receipts.keep(session, deps, tip_id, receipt, now)
+            if stored is None:
+                return None
+            tip_id, team = stored
+            receipt = receipts.Receipt(chat_id=chat.id, code=format_receipt(code), lang=s.lang, kind=ch.kind,
+                                       notify=draft.notify, channel=new.channel, team=team)
+            receipts.keep(session, deps, tip_id, receipt, now)
+            return tip_id, receipt
+
+    try:
+        # In a worker thread: a dozen statements and a commit (a flush to disk) would hold up
+        # every other chat's update on the event loop meanwhile.
+        done = await asyncio.to_thread(commit)
     except IntegrityError:  # the same draft submitted at the same moment elsewhere
         if not await already_submitted(update, context, ch, s, draft.nonce):
             raise
         return
-    if stored is None:
+    if done is None:
         await ch.refused(update, context, s)
         return
+    tip_id, receipt = done
     deps.nudge_sender()
     await deliver_receipt(context.bot, deps, tip_id, receipt)
 
@@ -503,8 +535,7 @@ async def deliver_receipt(bot: Bot, deps: Deps, tip_id: int, receipt: receipts.R
     except TelegramError as exc:  # 5xx, timeouts, flood control: the job tries again
         permanent, reason = False, type(exc).__name__
     else:
-        with deps.sessions.begin() as session:
-            receipts.delivered(session, tip_id)
+        await asyncio.to_thread(_delivered, deps, tip_id)  # off the event loop, as the submit's commit
         return True
     with deps.sessions.begin() as session:
         gave_up = receipts.failed(session, deps, tip_id, deps.clock.now(), permanent=permanent, reason=reason)
@@ -513,6 +544,11 @@ async def deliver_receipt(bot: Bot, deps: Deps, tip_id: int, receipt: receipts.R
     else:
         log.warning("receipt of tip %s not delivered (%s): will try again", tip_id, reason)
     return False
+
+
+def _delivered(deps: Deps, tip_id: int) -> None:
+    with deps.sessions.begin() as session:
+        receipts.delivered(session, tip_id)
 
 
 async def redeliver_receipts(context: Context) -> None:

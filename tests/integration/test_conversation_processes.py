@@ -126,3 +126,74 @@ async def test_a_write_over_a_change_made_elsewhere_is_not_made(processes: tuple
     assert s is not None and s.draft is not None and s.draft.unit == "B's"
     with engine.connect() as conn:
         assert len(conn.execute(select(Conversation.version)).all()) == 1
+
+
+async def test_many_chats_saved_at_once_share_one_transaction(config: Config, clock: FakeClock,
+                                                              engine: Engine) -> None:
+    """Updates of many chats handled at the same moment: their conversations are written
+    together (bot/conversations.py, `_write_together`), each caller back once its own row
+    is committed; one write transaction each would queue for SQLite's write lock."""
+    import asyncio
+
+    from sqlalchemy import event
+
+    deps = build_deps(config, clock, engine)[0]
+    store = deps.conversations
+    assert store is not None
+    bot_data = {"deps": deps}
+    chats = [CHAT + i for i in range(20)]
+    wrote: set[int] = set()
+    transactions = []
+
+    def record(conn, _cursor, statement: str, *_: object) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith(("INSERT INTO CONVERSATIONS", "UPDATE CONVERSATIONS")):
+            wrote.add(id(conn))
+
+    def commit(conn) -> None:  # type: ignore[no-untyped-def]
+        if id(conn) in wrote:
+            wrote.discard(id(conn))
+            transactions.append(1)
+
+    async def handle(chat: int, update_id: int) -> None:
+        p = deps.keyring.pseudonym("chat", chat)
+        slots = [Slot("citizen", p, p)]
+        assert not await store.load(bot_data, slots, update_id)
+        session, _ = deps.chats.get(p, deps.clock.now(), "zh-CN")
+        start(session)
+        await store.flush(bot_data, slots, update_id)
+
+    event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine, "commit", commit)
+    try:
+        await asyncio.gather(*(handle(chat, 100 + i) for i, chat in enumerate(chats)))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine, "commit", commit)
+    with deps.sessions.begin() as session:
+        stored = session.scalar(select(Conversation.pseudonym).where(Conversation.kind == "citizen")
+                                .order_by(Conversation.pseudonym).limit(1))
+        count = len(list(session.scalars(select(Conversation.version))))
+    assert stored is not None and count == len(chats)  # every chat's draft is in
+    assert 1 <= len(transactions) <= 3, transactions  # not one each
+
+
+async def test_a_row_written_twice_in_one_batch_keeps_the_later_state(processes: tuple[Process, Process]) -> None:
+    """A staff member's conversation saved from two chats at once lands in one batch: the
+    second write compares with the version the first left, and is not taken for another
+    process's change."""
+    a, _ = processes
+    store = a.deps.conversations
+    assert store is not None
+    assert await a.handle(1, start)
+    s = a.session()
+    assert s is not None
+    unit("Dingchang")(s)
+    first = store._changes(a.bot_data, a.slots, 2, True)  # noqa: SLF001
+    place(s)
+    second = store._changes(a.bot_data, a.slots, 3, True)  # noqa: SLF001
+    outcome = store._write([*first, *second])  # noqa: SLF001
+    assert isinstance(outcome[0], int) and outcome[1] == outcome[0] + 1
+    store._written([*first, *second], outcome)  # noqa: SLF001
+    assert await a.handle(4, lambda s: None)
+    s = a.session()
+    assert s is not None and s.draft is not None and s.draft.place == "the county office"
