@@ -43,9 +43,11 @@ def keyboard(rows: list[list[Button]] | None) -> InlineKeyboardMarkup | None:
     return InlineKeyboardMarkup([[InlineKeyboardButton(b.text, callback_data=b.data) for b in row] for row in rows])
 
 
-def keyboard_json(rows: list[list[Button]] | None) -> dict[str, Any]:
-    """The Bot API's form of `keyboard(rows)`; no rows: an empty keyboard (none shown)."""
-    return {"inline_keyboard": [[{"text": b.text, "callback_data": b.data} for b in row] for row in rows or []]}
+def keyboard_json(rows: list[list[Button]] | None) -> dict[str, Any] | None:
+    """The Bot API's form of `keyboard(rows)` (None: no keyboard)."""
+    if not rows:
+        return None
+    return {"inline_keyboard": [[{"text": b.text, "callback_data": b.data} for b in row] for row in rows]}
 
 
 async def post(bot: Bot, method: str, params: dict[str, Any]) -> None:
@@ -90,7 +92,7 @@ async def send(
                     "chat_id": chat_id,
                     "text": part,
                     "parse_mode": "HTML",
-                    "reply_markup": keyboard_json(buttons) if last and buttons else None,
+                    "reply_markup": keyboard_json(buttons) if last else None,
                     "protect_content": protect,
                     "link_preview_options": NO_PREVIEW_JSON,
                 })
