@@ -381,7 +381,10 @@ class OutboxSender:
                 sendlead.ensure(session)
                 self._lead_ready = True
             before = None if self.leads() else sendlead.status(session).holder
-            return sendlead.take(session, self.holder, self.lead), before
+            # SQLite is one process per file: at its start (before it frees the rows a dead
+            # process left in flight) the lead is its own, whoever had it is gone.
+            force = not self._released and not outbox.is_postgres(session)
+            return sendlead.take(session, self.holder, self.lead, force=force), before
 
     def _lead_held(self, started: float, before: str | None) -> None:
         fresh = started >= self._lead_safe_until  # not sending until now: taken (again), not renewed

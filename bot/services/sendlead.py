@@ -59,13 +59,14 @@ def ensure(session: Session) -> None:
     session.execute(insert(_T).values(name=NAME).on_conflict_do_nothing(index_elements=[_T.c.name]))
 
 
-def take(session: Session, holder: str, lease: timedelta) -> bool:
+def take(session: Session, holder: str, lease: timedelta, *, force: bool = False) -> bool:
     """Take the lead, or renew it if this holder has it: True if it holds it now (for
-    `lease` from the database's clock). Fails while another holder's lease runs."""
+    `lease` from the database's clock). Fails while another holder's lease runs, unless
+    `force`: a SQLite file has one process, so at its start whoever held it is gone."""
     now = _clock(session)
+    free = or_(_T.c.holder == holder, _T.c.holder.is_(None), _T.c.until.is_(None), _T.c.until <= now)
     result = session.execute(
-        update(_T).where(_T.c.name == NAME,
-                         or_(_T.c.holder == holder, _T.c.holder.is_(None), _T.c.until.is_(None), _T.c.until <= now))
+        update(_T).where(_T.c.name == NAME, *(() if force else (free,)))
         .values(holder=holder, until=now + lease, renewed_at=now,
                 since=case((_T.c.holder == holder, _T.c.since), else_=now))
     )
