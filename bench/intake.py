@@ -5,6 +5,7 @@ the same way (N users x 8 messages, each waiting for its answer). Prints figures
 nothing.
 
     python -m bench.intake [--tipsters 200] [--hash production|cheap] [--database-url URL] [--runs 3]
+                           [--no-echo] [--hash-nice N]
 
 Two processes: the bot under test (tipline, or the echo bot) runs alone in a child process;
 this one holds the fake Bot API and the simulated users. The child's peak memory and its
@@ -257,11 +258,12 @@ class Child:
         self.proc, self.log = proc, log
 
     @classmethod
-    async def start(cls, kind: str, server: FakeBotAPI, url: str, production: bool, tmp: str) -> tuple[Child, dict]:
+    async def start(cls, kind: str, server: FakeBotAPI, url: str, production: bool, tmp: str,
+                    hash_nice: int | None = None) -> tuple[Child, dict]:
         log = Path(tmp) / f"{kind}.log"
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.intake", "--serve", kind, server.base_url, server.base_file_url, url,
-            "production" if production else "cheap",
+            "production" if production else "cheap", "" if hash_nice is None else str(hash_nice),
             cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=log.open("wb"), limit=2**26)  # the lag samples: one long line
         child = cls(proc, log)
@@ -372,25 +374,27 @@ def fake_api() -> FakeBotAPI:
     return FakeBotAPI(TOKEN, global_per_second=None, per_chat_per_second=None, group_per_minute=None)
 
 
-async def run_tipline(tipsters: int, database_url: str | None, production: bool) -> dict[str, Any]:
+async def run_tipline(tipsters: int, database_url: str | None, production: bool,
+                      hash_nice: int | None = None) -> dict[str, Any]:
     from bench.claim import _schema_url
 
     # A fresh schema on PostgreSQL each run: a second run in the same database found the
     # first one's journal (the same update ids, "handled already") and answered nothing.
     url, drop = _schema_url(database_url) if database_url else (None, None)
     try:
-        return await _run_tipline(tipsters, url, production)
+        return await _run_tipline(tipsters, url, production, hash_nice)
     finally:
         if drop is not None:
             drop()  # type: ignore[operator]
 
 
-async def _run_tipline(tipsters: int, database_url: str | None, production: bool) -> dict[str, Any]:
+async def _run_tipline(tipsters: int, database_url: str | None, production: bool,
+                       hash_nice: int | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         url = database_url or f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
         async with fake_api() as server:
             h = Users(server)
-            child, ready = await Child.start("tipline", server, url, production, tmp)
+            child, ready = await Child.start("tipline", server, url, production, tmp, hash_nice)
             latencies: list[float] = []
             submits: list[float] = []
             receipts: list[float] = []
@@ -482,7 +486,11 @@ async def run_echo(users: int) -> dict[str, float]:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":  # the child: --serve KIND BASE_URL FILE_URL DB HASH
-        kind, base_url, base_file_url, url, hash_kind = sys.argv[2:7]
+        kind, base_url, base_file_url, url, hash_kind, hash_nice = sys.argv[2:8]
+        if hash_nice:
+            import bot.hashing
+
+            bot.hashing.HASH_NICE = int(hash_nice)
         asyncio.run(serve(kind, base_url, base_file_url, url, hash_kind == "production"))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -491,6 +499,8 @@ def main() -> None:
     parser.add_argument("--hash", choices=("production", "cheap"), default="production")
     parser.add_argument("--runs", type=int, default=3, help="runs of each side; medians are printed")
     parser.add_argument("--no-echo", action="store_true", help="skip the echo bot's run")
+    parser.add_argument("--hash-nice", type=int, default=None,
+                        help="the hashing threads' nice increment instead of bot.hashing.HASH_NICE (to compare)")
     args = parser.parse_args()
     production = args.hash == "production"
     runs: list[dict[str, Any]] = []
@@ -498,7 +508,9 @@ def main() -> None:
     ratios: list[float] = []
     print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     for i in range(args.runs):  # each tipline run next to an echo run: the ratio of the same moment
-        r = asyncio.run(run_tipline(args.tipsters, args.database_url, production))
+        hash_cpu = hash_cpu_seconds(True) if production else 0.0  # next to the run: the load changes
+        r = asyncio.run(run_tipline(args.tipsters, args.database_url, production, args.hash_nice))
+        r["hash_cpu"] = hash_cpu
         runs.append(r)
         line = f"run {i + 1}: tipline {r['updates_s']:.1f} updates/s"
         if not args.no_echo:
@@ -508,7 +520,8 @@ def main() -> None:
             line += f", echo {e['updates_s']:.1f} updates/s, ratio {100 * ratios[-1]:.0f}%"
         if production:
             cpu = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(r["cpu"].items()))
-            line += (f"; submit phase {r['submit_tips_s']:.1f} tips/s, lag p99 {r['lag_p99'] * 1000:.0f} ms, "
+            line += (f"; submit phase {r['submit_tips_s']:.1f} tips/s "
+                     f"({100 * r['submit_tips_s'] * hash_cpu / cores():.0f}% of {cores() / hash_cpu:.1f}), lag p99 {r['lag_p99'] * 1000:.0f} ms, "
                      f"bot peak {r['rss']:.0f} MiB, {r['hashes_per_tip']:.2f} hashes/tip, pool "
                      f"{100 * r['fill']:.0f}% full; CPU in the phase: {cpu}, fake API + users "
                      f"{r['driver_cpu']:.1f} s")
@@ -533,11 +546,15 @@ def main() -> None:
               "before the first hash)")
     print(f"peak RSS, driver    {med('driver_rss'):.0f} MiB (fake Bot API and simulated users, this process)")
     if production:
-        ceiling = cores() / hash_cpu_seconds(True)
-        print(f"one hash            {1000 * cores() / ceiling:.0f} ms CPU; ceiling {cores()} cores / that = "
-              f"{ceiling:.1f} tips/s")
+        ceiling = cores() / med("hash_cpu")
+        print(f"one hash            {1000 * med('hash_cpu'):.0f} ms CPU (alone, before each run); ceiling "
+              f"{cores()} cores / that = {ceiling:.1f} tips/s")
         print(f"submit phase        {med('submit_wall'):.1f} s, {med('submit_tips_s'):.1f} tips/s = "
-              f"{100 * med('submit_tips_s') / ceiling:.0f}% of the ceiling (target >= 80%)")
+              f"{100 * med('submit_tips_s') / ceiling:.0f}% of the ceiling (target >= 80%; median of the "
+              f"runs' ratios {100 * statistics.median(r['submit_tips_s'] * r['hash_cpu'] / cores() for r in runs):.0f}%)")
+        share = statistics.median(r["cpu"].get("hashing", 0.0) / (cores() * r["submit_wall"]) for r in runs)
+        print(f"the machine         the hashes had {100 * share:.0f}% of the {cores()} cores in the phase (the rest: "
+              f"the bot's other threads, this process, and whatever else runs on the machine)")
         print(f"the pool            {med('hashes_per_tip'):.2f} hashes per tip; {100 * med('fill'):.0f}% full from "
               f"the first hash's start to the last one's end; a hash {med('hash_wall') * 1000:.0f} ms wall, "
               f"{med('hash_thread_cpu') * 1000:.0f} ms CPU (median)")
