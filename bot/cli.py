@@ -200,6 +200,7 @@ def cmd_teams(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
+    from bot.services import sendlead
     from bot.services.outbox import counts
 
     config = _config(args)
@@ -207,8 +208,10 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     deps = _open_db(config)
     with deps.sessions.begin() as session:
         c = counts(session)
+        lead = sendlead.status(session)
     total = sum(c.values())
     print(f"{total} messages: " + ", ".join(f"{k} {c.get(k, 0)}" for k in ("sent", "pending", "sending", "failed")))
+    print(sendlead.describe(lead))  # which process sends (one at a time per database)
     return 0
 
 

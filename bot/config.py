@@ -66,6 +66,9 @@ class TelegramConfig(_Model):
     group_per_minute: float = Field(default=20.0, gt=0, le=6000)
     max_send_attempts: int = Field(default=12, ge=1, le=1000)
     send_lease_seconds: float = Field(default=30.0, ge=3, le=600)
+    # One process at a time sends (bot/services/sendlead.py): another takes over about this
+    # long after it dies or stalls.
+    sender_lead_seconds: float = Field(default=5.0, ge=3, le=120)
     # How updates come in: tipline asks for them (getUpdates) or Telegram posts them to a
     # receiver of tipline's own (bot/webhook.py), journaled before the HTTP 200.
     mode: Literal["polling", "webhook"] = "polling"

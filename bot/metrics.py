@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -30,6 +30,10 @@ WEBHOOK_REQUESTS = Counter("tipline_webhook_requests",
                            "bad_request, unreadable, not_found, journal_failed)", ["outcome"], registry=REGISTRY)
 SCHEDULED_RUNS = Counter("tipline_scheduled_runs", "Scheduled runs done by this process (summary, bulletin)",
                          ["job"], registry=REGISTRY)
+SENDER_LEADING = Gauge("tipline_sender_leading",
+                       "1 while this process holds the sender lead (sends the outbox), else 0", registry=REGISTRY)
+SENDER_LEAD_TAKEN = Counter("tipline_sender_lead_taken", "Times this process took the sender lead",
+                            registry=REGISTRY)
 
 
 def retry_after(pause_seconds: float) -> None:

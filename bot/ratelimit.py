@@ -95,6 +95,10 @@ class PacingRateLimiter(BaseRateLimiter[int]):
         self._answer = asyncio.Event()  # replaced at each answer: wakes who waits for one
         self._next_chat: dict[int | str, float] = {}
         self._paused_until = 0.0
+        # Until then a chat seen for the first time waits (`hold`): another process may
+        # have sent to it just before this one took over the sending.
+        self._chat_floor = 0.0
+        self._group_floor = 0.0
         self.retry_after_count = 0
         self.requests = 0
         self._throttled = ThrottledLog(log)
@@ -111,12 +115,24 @@ class PacingRateLimiter(BaseRateLimiter[int]):
     def _reserve_chat(self, chat_id: int | str) -> float:
         """The moment the chat may have its next request; reserved at once."""
         now = self._now()
-        interval = self._chat_interval if isinstance(chat_id, int) and chat_id > 0 else self._group_interval
-        start = max(now, self._next_chat.get(chat_id, 0.0))
+        private = isinstance(chat_id, int) and chat_id > 0
+        interval = self._chat_interval if private else self._group_interval
+        start = max(now, self._next_chat.get(chat_id, self._chat_floor if private else self._group_floor))
         self._next_chat[chat_id] = start + interval
         if len(self._next_chat) > 10_000:
             self._forget_idle(now)
         return start - now
+
+    def hold(self, seconds: float) -> None:
+        """This process has just taken over the sending from another (bot/services/sendlead.py),
+        which let its last request leave at least `seconds` ago: nothing leaves for `seconds`
+        more, so that none of its requests still counts in Telegram's one-second window, and
+        no group hears from this process before a group's interval has passed (its limiter
+        knew the groups' last messages, this one does not)."""
+        now = self._now()
+        self._paused_until = max(self._paused_until, now + seconds)
+        self._chat_floor = max(self._chat_floor, now + seconds)
+        self._group_floor = max(self._group_floor, now + max(seconds, self._group_interval))
 
     def _reserve(self, chat_id: int | str | None = None) -> float:
         """The moment this request may go overall (a slot 1/30 s after the previous one)."""

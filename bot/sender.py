@@ -35,6 +35,13 @@ outcome (bot/services/outbox.py: heads), so it is never sent before that is comm
 At start on SQLite (one process per database) rows a dead process left `sending` wait
 again at once; on PostgreSQL (several processes) they come back when their short lease
 runs out.
+
+One sender at a time. Telegram's limits are per bot token, and each process paces only its
+own requests: several processes on one token send only while they hold the sender lead
+(bot/services/sendlead.py), one at a time, the others taking over within a few seconds of
+the holder's death or stall. A request leaves only while the lead is sure to last one
+more second; a row whose request could not leave for that goes back to waiting, its try
+not counted.
 """
 
 from __future__ import annotations
@@ -65,11 +72,11 @@ from telegram.error import (
     TelegramError,
 )
 
-from bot import liveness
+from bot import liveness, metrics
 from bot.deps import Deps
 from bot.ratelimit import SEND_GUARD, retry_after_seconds
 from bot.recorder import Recorder
-from bot.services import outbox
+from bot.services import outbox, sendlead
 from bot.services.office import office_targets
 from bot.splitting import has_content
 from bot.supervise import Backoff, ThrottledLog, supervise
@@ -100,6 +107,11 @@ DB_ERRORS = (SQLAlchemyError, OSError)
 
 class LeaseLost(Exception):
     """The row's lease may have run out (renewals failed): the request must not leave."""
+
+
+class LeadLost(Exception):
+    """This process may no longer be the one that sends (bot/services/sendlead.py): the
+    request must not leave, and the row waits again for whichever process sends."""
 
 
 @dataclass(eq=False, slots=True)
@@ -138,6 +150,7 @@ class OutboxSender:
         renew_every: float | None = None,
         idle_poll: float = 1.0,
         request_budget: timedelta | None = None,
+        lead: timedelta | None = None,
         on_give_up: Callable[[BaseException], None] | None = None,
     ) -> None:
         lease = lease or timedelta(seconds=deps.config.telegram.send_lease_seconds)
@@ -155,6 +168,17 @@ class OutboxSender:
         self.idle_poll = idle_poll
         self.request_budget = request_budget
         self.on_give_up = on_give_up
+        # The sender lead: renewed every fifth of its length (every second by default).
+        self.lead = lead or timedelta(seconds=deps.config.telegram.sender_lead_seconds)
+        if self.lead.total_seconds() <= 2 * sendlead.HANDOVER:
+            raise ValueError("the sender lead must outlast two handovers")
+        self.lead_every = self.lead.total_seconds() / 5
+        self.holder = sendlead.holder_name()
+        self._lead_safe_until = float("-inf")  # monotonic: requests may leave until then
+        self._leading = False
+        self._lead_ready = False  # its row exists
+        self._lead_task: asyncio.Task[None] | None = None
+        self.lead_taken = 0  # times this sender took the lead
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -186,6 +210,7 @@ class OutboxSender:
             supervise("outbox sender", self.run, on_give_up=self.on_give_up, backoff=self.restart_backoff),
             name="tipline-outbox")
         self._renewer = asyncio.create_task(self._renew_loop(), name="tipline-outbox-leases")
+        self._lead_task = asyncio.create_task(self._lead_loop(), name="tipline-outbox-lead")
         self._recorder.start()
 
     async def stop(self) -> None:
@@ -206,6 +231,14 @@ class OutboxSender:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
+        if self._lead_task is not None:
+            self._lead_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lead_task
+        if self._leading:  # the next process need not wait for the lead to run out
+            with contextlib.suppress(Exception):
+                await asyncio.get_running_loop().run_in_executor(self._claim_pool, self._release_lead)
+        self._set_leading(False)
         with contextlib.suppress(ValueError):
             self.deps.wake_sender.remove(self.wake)
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -216,7 +249,7 @@ class OutboxSender:
     def kill(self) -> None:
         """Stop at once, recording nothing (tests: a crash)."""
         self._recorder.kill()
-        for task in (self._task, self._renewer, *self._tasks):
+        for task in (self._task, self._renewer, self._lead_task, *self._tasks):
             if task is not None:
                 task.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -233,6 +266,9 @@ class OutboxSender:
     async def run(self) -> None:
         while not self._stopping.is_set():
             liveness.beat("sender")
+            if not self.leads():  # another process sends (or none may yet): wait for the lead
+                await self._idle()
+                continue
             try:
                 if not self._released:
                     released = await self._db(self._release_dead)
@@ -254,10 +290,14 @@ class OutboxSender:
             if claimed and len(claimed) == free:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            self._wake.clear()
-            waiter = asyncio.create_task(self._wake.wait())
-            await asyncio.wait([waiter, *self._tasks], timeout=self.idle_poll, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
+            await self._idle()
+
+    async def _idle(self) -> None:
+        """Until woken (a row queued, the lead taken), a message done, or `idle_poll`."""
+        self._wake.clear()
+        waiter = asyncio.create_task(self._wake.wait())
+        await asyncio.wait([waiter, *self._tasks], timeout=self.idle_poll, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
 
     async def _db_trouble(self, what: str, exc: BaseException) -> None:
         delay = self._db_backoff.next_delay()
@@ -309,6 +349,71 @@ class OutboxSender:
             item.safe_until = safe
         return claimed
 
+    # the sender lead ---------------------------------------------------------------------
+    def leads(self) -> bool:
+        """This sender may let a request leave now: it holds the lead for one more handover."""
+        return time.monotonic() < self._lead_safe_until
+
+    async def _lead_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = time.monotonic()
+            try:
+                held, before = await loop.run_in_executor(self._claim_pool, self._take_lead)
+            except DB_ERRORS as exc:
+                self._log("lead", logging.ERROR, "outbox: sender lead not renewed (%s): sending stops when it runs out",
+                          type(exc).__name__)
+                held, before = None, None
+            except RuntimeError:  # the claim thread is shut down: stopping
+                return
+            if held:
+                self._lead_held(started, before)
+            elif held is False and self._leading:
+                self._lead_safe_until = float("-inf")
+                self._set_leading(False)
+                log.warning("outbox: another process sends now (%s): this one stopped sending", before)
+            await asyncio.sleep(max(0.0, self.lead_every - (time.monotonic() - started)))
+
+    def _take_lead(self) -> tuple[bool, str | None]:
+        """(whether this sender holds the lead now, who held it before if it was not this one)."""
+        with self._claims.session() as session:
+            if not self._lead_ready:
+                sendlead.ensure(session)
+                self._lead_ready = True
+            before = None if self.leads() else sendlead.status(session).holder
+            # SQLite is one process per file: at its start (before it frees the rows a dead
+            # process left in flight) the lead is its own, whoever had it is gone.
+            force = not self._released and not outbox.is_postgres(session)
+            return sendlead.take(session, self.holder, self.lead, force=force), before
+
+    def _lead_held(self, started: float, before: str | None) -> None:
+        fresh = started >= self._lead_safe_until  # not sending until now: taken (again), not renewed
+        if fresh:
+            # Whoever sent before let its last request leave at least a handover before its
+            # lead ran out: none of its requests counts any more when this one's first leaves.
+            limiter = getattr(self.bot, "rate_limiter", None)
+            if hasattr(limiter, "hold"):
+                limiter.hold(sendlead.HANDOVER)  # type: ignore[union-attr]
+        # The lead runs out `lead` after the renewal's statement, which is after `started`.
+        self._lead_safe_until = started + self.lead.total_seconds() - sendlead.HANDOVER
+        if fresh:
+            self.lead_taken += 1
+            metrics.SENDER_LEAD_TAKEN.inc()
+            self._set_leading(True)
+            if before is None or before == self.holder:
+                log.info("outbox: this process sends now (%s)", self.holder)
+            else:
+                log.warning("outbox: this process sends now (%s), taking over from %s", self.holder, before)
+            self._wake.set()
+
+    def _set_leading(self, leading: bool) -> None:
+        self._leading = leading
+        metrics.SENDER_LEADING.set(1 if leading else 0)
+
+    def _release_lead(self) -> None:
+        with self._claims.session() as session:
+            sendlead.release(session, self.holder)
+
     # leases ------------------------------------------------------------------------------
     async def _renew_loop(self) -> None:
         while True:
@@ -341,8 +446,11 @@ class OutboxSender:
 
     def _guard(self, item: Claimed) -> Callable[[], None]:
         def check() -> None:
-            if item.lost or time.monotonic() > item.safe_until:
+            now = time.monotonic()
+            if item.lost or now > item.safe_until:
                 raise LeaseLost(item.id)
+            if now >= self._lead_safe_until:
+                raise LeadLost(item.id)
         return check
 
     # one message -----------------------------------------------------------------------
@@ -366,6 +474,8 @@ class OutboxSender:
             self._log("lease", logging.WARNING,
                       "outbox row %s: lease not confirmed in time (database unreachable?): not sent now", item.id)
             return None
+        except LeadLost:  # never left: it waits again at once, for whichever process sends
+            return partial(self._retry, item, 0.0, "the sending process changed", count=False)
         except RetryAfter as exc:
             return partial(self._retry, item, retry_after_seconds(exc) + 0.5, "retry after", count=False)
         except Forbidden as exc:

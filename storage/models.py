@@ -517,3 +517,17 @@ class Conversation(Base):
     # Bumped by every write (compare-and-set); another process that cached an older one
     # reads the row again. Re-sealing keeps it (same content).
     version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class SenderLead(Base):
+    """Which process sends the outbox (one at a time per database, hence per bot token):
+    the holder renews `until` every second; when it stops renewing (it died, stalled or
+    lost the database) another process takes the row once `until` has passed."""
+
+    __tablename__ = "sender_lead"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128))  # host:pid:random of the process
+    since: Mapped[datetime | None]  # when this holder took it
+    renewed_at: Mapped[datetime | None]
+    until: Mapped[datetime | None]

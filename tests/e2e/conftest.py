@@ -185,9 +185,9 @@ CONTACT_KEY = Fernet.generate_key().decode()
 
 
 def e2e_config(database_url: str, server: FakeBotAPI, **sections: dict[str, Any]) -> Config:
-    # A short lease: on PostgreSQL a crashed bot's messages in flight come back after it.
+    # Short leases: on PostgreSQL a crashed bot's messages in flight, and the sending, come back soon after it.
     telegram = {"base_url": server.base_url, "base_file_url": server.base_file_url, "poll_timeout_seconds": 5,
-                "send_lease_seconds": 6.0, **FAST, **sections.pop("telegram", {})}
+                "send_lease_seconds": 6.0, "sender_lead_seconds": 3.0, **FAST, **sections.pop("telegram", {})}
     security = {"contact_key": CONTACT_KEY, **sections.pop("security", {})}
     deadlines = {"sweep_seconds": 0.2, **sections.pop("deadlines", {})}
     journal = {"lease_seconds": 3.0, "retry_seconds": 0.5, **sections.pop("journal", {})}

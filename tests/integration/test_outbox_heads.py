@@ -330,3 +330,45 @@ def test_the_splitter_never_yields_a_blank_part() -> None:
     parts = split_html(text)
     assert parts and all(p.strip(" \n\u200b") for p in parts)
     assert "".join(parts).count("a") == 4000 and "".join(parts).count("b") == 100
+
+
+def test_the_look_for_run_out_leases_is_prepared_too(deps: Deps, engine: Engine, clock: FakeClock) -> None:
+    """The sender's look for leases that ran out (about once a second) goes the heads'
+    way on PostgreSQL: a statement prepared once, sent to the driver with no Session or
+    ORM (no statement passes through SQLAlchemy), the rows in flight at the sender one
+    array parameter; it finds run-out leases through an index, among the rows in flight
+    (`status = 'sending'`, a few per sender) or the leases, never by a scan of the queue.
+    On both databases it takes those rows first, never one the sender still has."""
+    fill_broadcast(deps, 2500, 400)
+    with engine.begin() as connection:
+        refresh_statistics(connection)
+    claims = outbox.ClaimConnection(engine)
+    try:
+        taken = [r.id for r in claims.claim(clock.now(), 16, LEASE, expired=False)]
+        with deps.sessions.begin() as session:  # their sender died: the leases ran out a minute ago
+            session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(taken))
+                            .values(lease_until=outbox.db_now(session) - timedelta(minutes=1)))
+        still_mine = taken[:2]
+        seen = statements_of(engine, lambda: setattr(claims, "got", claims.claim(
+            clock.now(), 16, LEASE, expired=True, skip=still_mine)))
+        got = claims.got  # type: ignore[attr-defined]
+        assert set(taken[2:]) <= {r.id for r in got}  # the run-out leases come first
+        assert not set(still_mine) & {r.id for r in got}
+        assert len(got) == 16 and [r.id for r in got] == sorted(r.id for r in got)
+        with deps.sessions.begin() as session:
+            again = {r.id: r.attempts for r in session.scalars(select(OutboxMessage)
+                                                               .where(OutboxMessage.id.in_(taken[2:])))}
+        assert set(again.values()) == {2}  # a second try, counted
+        if engine.dialect.name != "postgresql":
+            return
+        assert [s for s, _ in seen if "outbox" in s] == []  # nothing through SQLAlchemy
+        expired = outbox.ExpiredClaim.compile(engine.dialect)
+        p = plan(engine, expired.sql, expired.claim_parameters(16, LEASE, still_mine))
+        assert re.search(r"Index (Only )?Scan using ix_outbox_(lease|due) on outbox", p), p
+        assert re.search(r"Index Cond: \(\(?(lease_until|\(status\)::text = 'sending')", p), p
+        assert "Seq Scan on outbox" not in p, p
+        prepared = claims._connection().exec_driver_sql(
+            "SELECT count(*) FROM pg_prepared_statements WHERE starts_with(statement, 'UPDATE outbox')").scalar()
+        assert prepared == 2  # the heads' claim and this one
+    finally:
+        claims.close()

@@ -1,7 +1,7 @@
 """every ciphertext column stored without compression (PostgreSQL)
 
 Revision ID: 0014c
-Revises: 0013a
+Revises: 0014d
 
 0013d did it for the outbox's payloads. The other columns holding Fernet tokens (a tip's
 text and place, the journal's updates, a conversation's sealed state, findings, notes...)
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0014c"
-down_revision: str | None = "0013a"
+down_revision: str | None = "0014d"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
