@@ -6,7 +6,9 @@ written with the database driver and `csv` (the floor for any CSV export).
 
 Each run is a child process, so its peak RSS is its own. Prints, per variant: median
 seconds, rows/s, peak RSS; then the ratio tipline / driver. Audit entries of an export with
-content are written (as `tipline export` does) and rolled back. Asserts nothing.
+content are written (as `tipline export` does) and rolled back. With content, the driver's
+side writes the ciphertext as it is; a third variant, `decrypt`, also decrypts it (the
+floor for an export with content in clear). Asserts nothing.
 """
 
 from __future__ import annotations
@@ -72,10 +74,13 @@ def child(url: str, variant: str, with_content: bool) -> dict[str, Any]:
                 import io
                 text = io.TextIOWrapper(out, encoding="utf-8-sig", newline="", write_through=True)
                 writer = csv.writer(text)
+                opened = deps.keyring.decrypt_opt
                 while True:
                     batch = cur.fetchmany(2000)
                     if not batch:
                         break
+                    if variant == "decrypt":  # the last three columns: the content
+                        batch = [r[:-3] + (opened(r[-3]), opened(r[-2]), opened(r[-1])) for r in batch]
                     writer.writerows(batch)
                     n += len(batch)
                 text.flush()
@@ -91,12 +96,14 @@ def main() -> None:
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--with-content", action="store_true")
-    parser.add_argument("--child", choices=("tipline", "driver"))
+    parser.add_argument("--child", choices=("tipline", "driver", "decrypt"))
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.database_url, args.child, args.with_content)))
         return
     results: dict[str, list[dict[str, Any]]] = {"tipline": [], "driver": []}
+    if args.with_content:
+        results["decrypt"] = []
     for _ in range(args.runs):
         for variant in results:
             cmd = [sys.executable, "-m", "bench.export", "--database-url", args.database_url, "--child", variant]
@@ -114,6 +121,8 @@ def main() -> None:
     content = "with content" if args.with_content else "summary fields"
     print(f"export CSV ({content}): tipline / driver+csv = {summary['tipline'] / summary['driver']:.2f}x "
           f"(target <= 2x); peak memory target <= 200 MiB")
+    if "decrypt" in summary:
+        print(f"  tipline / driver+csv+decryption = {summary['tipline'] / summary['decrypt']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -217,7 +217,12 @@ def record_sealed_writes(engine: Engine) -> list[str]:
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
         if statement.lstrip().upper().startswith(("INSERT", "UPDATE")):
-            written.extend(v for v in flatten(parameters) if isinstance(v, str) and "gAAAAA" in v)
+            for v in flatten(parameters):
+                v = getattr(v, "obj", v)  # bytes as the driver's Binary (the outbox's parts)
+                if isinstance(v, bytes):
+                    v = v.decode("ascii", "replace")
+                if isinstance(v, str) and "gAAAAA" in v:
+                    written.append(v)
 
     event.listen(engine, "before_cursor_execute", capture)
     return written

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, select, text
+from sqlalchemy import Engine, Text, event, func, select, text
 
 from bot.clock import FakeClock
 from bot.deps import Deps
@@ -144,24 +144,49 @@ def test_a_draft_to_several_members_is_one_insert_with_each_part_once(deps: Deps
         # in the order queued: each member's parts in turn, ids increasing
         assert [(r.chat_id, r.dedupe_key.rsplit(":", 1)[1]) for r in rows] == [
             (6300 + m, str(i)) for m in range(5) for i in range(parts)]
-        assert len({r.payload_enc for r in rows}) == parts  # encrypted once per part
+        stored = {r.payload_enc for r in rows}
+        assert len(stored) == parts  # encrypted once per part
+        assert all(payload(deps, r)["text"] for r in rows)
         assert [r.ready_at is not None for r in rows] == ([True] + [False] * (parts - 1)) * 5
     if is_postgres(engine):
         assert len(inserts) == 1 and not inserts[0][1]
-        assert len(inserts[0][0]["payloads"]) == parts and len(inserts[0][0]["keys"]) == 5 * parts
+        params = inserts[0][0]
+        assert len(params["starts"]) == parts and len(params["keys"]) == 5 * parts
+        # each part's ciphertext once, as one bytes value (sent as it is, not quoted item by item)
+        raw = getattr(params["payloads"], "obj", params["payloads"])  # the driver's Binary wraps it
+        assert isinstance(raw, bytes)
+        assert len(raw) == sum(len(p) for p in stored) == sum(params["lengths"])
     else:
         assert len(inserts) == 1 and inserts[0][1]
 
 
-def test_outbox_payloads_are_stored_uncompressed_on_postgres(engine: Engine) -> None:
-    """Ciphertext does not compress: pglz's attempt on every payload over 2 kB was most of
-    the time of queueing a big draft (migration 0013d)."""
+def _ciphertext_columns() -> list[tuple[str, str]]:
+    """Every column of the models that holds a Fernet token: `*_enc` and `sealed`."""
+    from storage.models import Base
+
+    found = [(t.name, c.name) for t in Base.metadata.sorted_tables for c in t.columns
+             if c.name.endswith("_enc") or c.name == "sealed"]
+    assert all(isinstance(Base.metadata.tables[t].c[c].type, Text) for t, c in found)
+    return sorted(found)
+
+
+def test_ciphertext_is_stored_uncompressed_on_postgres(engine: Engine) -> None:
+    """Ciphertext does not compress: pglz's attempt on every value over 2 kB was most of
+    the time of queueing a big draft (migration 0013d, the outbox), and costs the same on a
+    long tip's text, its journal row and its conversation (0014c, the others). Clear
+    columns that compress keep the default."""
     if not is_postgres(engine):
         pytest.skip("a PostgreSQL storage setting")
+    wanted = _ciphertext_columns()
+    assert ("outbox", "payload_enc") in wanted and ("tips", "text_enc") in wanted
+    assert ("update_journal", "payload_enc") in wanted and ("conversations", "sealed") in wanted
     with engine.connect() as conn:
-        storage = conn.scalar(text(
-            "SELECT attstorage FROM pg_attribute WHERE attrelid = 'outbox'::regclass AND attname = 'payload_enc'"))
-    assert storage == "e"  # EXTERNAL: out of line, never compressed
+        storage = {(t, c): s for t, c, s in conn.execute(text(
+            "SELECT a.attrelid::regclass::text, a.attname, a.attstorage FROM pg_attribute a "
+            "JOIN pg_class k ON k.oid = a.attrelid JOIN pg_namespace n ON n.oid = k.relnamespace "
+            "WHERE n.nspname = current_schema() AND k.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped"))}
+    assert {col: storage[col] for col in wanted} == {col: "e" for col in wanted}  # EXTERNAL: never compressed
+    assert storage[("blobs", "content")] == "x"  # a document in clear: EXTENDED, compressed
 
 
 def test_the_draft_is_built_with_the_collector_paused(deps: Deps, clock: FakeClock,

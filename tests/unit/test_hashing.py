@@ -72,3 +72,49 @@ def test_hashes_run_at_a_lower_priority_than_the_event_loop() -> None:
     pool.close()
     assert int(values) == min(19, loop_nice + 10)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == loop_nice  # the loop's is unchanged
+
+
+def test_the_pool_caps_the_malloc_arenas_of_the_process() -> None:
+    """Eight threads allocating at once share at most ARENAS arenas once a HashPool exists
+    (glibc's malloc_info counts them); without the cap they would get several of their own."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    from bot.hashing import ARENAS
+
+    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+        pytest.skip("glibc's arenas, left to their default")
+    code = r"""
+import ctypes, os, sys, tempfile, threading
+from bot.hashing import HashPool
+from tests.unit.test_hashing import CountingKeyring
+libc = ctypes.CDLL(None)
+if not hasattr(libc, "malloc_info"):
+    print("no-glibc"); sys.exit()
+HashPool(CountingKeyring(), workers=2)
+barrier = threading.Barrier(8)
+def work():
+    held = [bytearray(64 * 1024) for _ in range(50)]  # malloc'd in this thread's arena
+    barrier.wait()
+    barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+libc.fopen.restype = ctypes.c_void_p
+path = tempfile.mktemp()
+fp = libc.fopen(path.encode(), b"w")
+libc.malloc_info(0, ctypes.c_void_p(fp))
+libc.fclose(ctypes.c_void_p(fp))
+text = open(path).read(); os.unlink(path)
+print(text.count("<heap nr="))
+"""
+    root = Path(__file__).resolve().parent.parent.parent
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(root)}, check=True).stdout.strip()
+    if out == "no-glibc":
+        pytest.skip("not glibc")
+    assert 1 <= int(out) <= ARENAS
