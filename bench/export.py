@@ -26,15 +26,14 @@ from typing import Any
 
 
 def child(url: str, variant: str, with_content: bool) -> dict[str, Any]:
-    from sqlalchemy import insert
     from sqlalchemy.orm import Session
 
     from bench.scale_db import bench_config
     from bot.app import build_deps
     from bot.clock import FakeClock
     from bot.services import export
+    from bot.services.audit import record_many
     from storage.db import make_engine
-    from storage.models import AuditEntry
 
     engine = make_engine(url)
     config = bench_config(url)
@@ -50,10 +49,9 @@ def child(url: str, variant: str, with_content: bool) -> dict[str, Any]:
                     now = deps.clock.now()
 
                     def audit(ids: list[int]) -> None:
-                        if with_content:
-                            session.execute(insert(AuditEntry), [
-                                {"at": now, "staff_id": None, "tip_id": i, "action": "exported",
-                                 "detail": "cli, with content"} for i in ids])
+                        if with_content:  # as `tipline export --with-content` records them
+                            record_many(session, staff_id=None, tip_ids=ids, action="exported",
+                                        detail="cli, with content", at=now)
 
                     result = export.export(session, deps, out, fmt="csv", with_content=with_content,
                                            on_batch=audit)

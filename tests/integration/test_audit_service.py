@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from bot.clock import FakeClock
 from bot.deps import Deps
@@ -84,6 +84,36 @@ def test_record_many_checks_its_arguments_and_shortens_long_details(deps: Deps) 
         rows = session.execute(select(AuditEntry.tip_id, AuditEntry.detail).order_by(AuditEntry.tip_id)).all()
     assert [r.tip_id for r in rows] == sorted(tip_ids)
     assert all(r.detail is not None and len(r.detail) == 512 and r.detail.endswith("…") for r in rows)
+
+
+def test_record_many_is_one_statement_and_on_postgresql_one_array_of_ids(deps: Deps) -> None:
+    """An export with content writes an entry per tip, batch by batch: each batch is one
+    statement; on PostgreSQL the ids go as one array, not a row of parameters per tip."""
+    tip_ids = [submit(deps) for _ in range(3)]
+    seen: list[tuple[str, bool, object]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if "audit_log" in statement:
+            seen.append((statement, executemany, parameters))
+
+    engine = deps.sessions.kw["bind"]
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with deps.sessions.begin() as session:
+            audit.record_many(session, staff_id=None, tip_ids=tip_ids, action="exported", detail="cli",
+                              at=deps.clock.now())
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len(seen) == 1
+    if engine.dialect.name == "postgresql":
+        statement, executemany, parameters = seen[0]
+        assert not executemany and "unnest" in statement
+        assert sorted(v for v in dict(parameters).values() if isinstance(v, list)) == [sorted(tip_ids)]  # type: ignore[arg-type]
+    with deps.sessions.begin() as session:
+        rows = session.execute(select(AuditEntry.tip_id, AuditEntry.at, AuditEntry.action, AuditEntry.staff_id)
+                               .order_by(AuditEntry.tip_id)).all()
+    assert [r.tip_id for r in rows] == sorted(tip_ids)
+    assert {(r.at, r.action, r.staff_id) for r in rows} == {(deps.clock.now(), "exported", None)}
 
 
 def test_join_bind_acknowledge_and_entry_are_audited(deps: Deps, clock: FakeClock) -> None:
