@@ -8,22 +8,19 @@ Counts and limits are asserted, never timings; the failover time is printed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import os
-import signal
-import sys
 import time
 from collections import Counter
 from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from bot.app import build_deps
 from bot.deps import Deps
 from bot.services import outbox, sendlead
 from storage.db import upgrade
-from tests.conftest import ROOT
+from tests.e2e.children import ChildProcess
 from tests.e2e.conftest import TOKEN, e2e_config
 from tests.e2e.test_officials_kill import _document
 from tests.fakebot import FakeBotAPI
@@ -33,38 +30,15 @@ PRIVATE = [6_300_001 + i for i in range(120)]
 GROUPS = [-6_300_001, -6_300_002, -6_300_003]
 
 
-class Child:
+class Child(ChildProcess):
     def __init__(self, doc: Path, release: bool) -> None:
         self.doc, self.release = doc, release
-        self.proc: asyncio.subprocess.Process | None = None
         self.holder = ""
 
     async def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.e2e.sender_child", str(self.doc), "1" if self.release else "0",
-            cwd=str(ROOT), env=env, stdout=asyncio.subprocess.PIPE, stderr=None)
-        assert self.proc.stdout is not None
-        line = (await asyncio.wait_for(self.proc.stdout.readline(), 60)).decode().split()
+        line = await self.spawn("tests.e2e.sender_child", str(self.doc), "1" if self.release else "0")
         assert line[:1] == ["started"], line
         self.holder = line[1]
-
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-            await self.proc.wait()
-
-    def pause(self, resume: bool = False) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT if resume else signal.SIGSTOP)
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 30)
-            except TimeoutError:
-                await self.kill()
 
 
 def _setup(database_url: str, srv: FakeBotAPI, tmp_path: Path, lease: float = 6.0) -> tuple[Deps, Any, Path]:
@@ -122,6 +96,28 @@ def _check_limits(srv: FakeBotAPI, texts: list[str]) -> None:
     assert _busiest_second(srv) <= 30
 
 
+@contextlib.asynccontextmanager
+async def _first_sends(deps: Deps, engine: Any, srv: FakeBotAPI, doc: Path,
+                       sent: int) -> AsyncIterator[tuple[Child, Child, list[str]]]:
+    """Two senders: the first holds the lead, the second waits; the queue is filled and
+    `sent` messages have gone out. Both stop (the first resumed if paused) afterwards."""
+    first, second = Child(doc, release=True), Child(doc, release=False)
+    try:
+        await first.start()
+        await srv.wait_for(lambda: _holder(deps) == first.holder or None, timeout=20,
+                           message="the first process sends")
+        await second.start()
+        texts = _queue(deps)
+        await srv.wait_for(lambda: len(srv.sent) >= sent or None, timeout=30, message=f"{sent} messages sent")
+        yield first, second, texts
+    finally:
+        if first.proc is not None and first.proc.returncode is None:
+            first.pause(resume=True)
+        await first.stop()
+        await second.stop()
+        engine.dispose()
+
+
 async def test_two_senders_together_stay_within_telegrams_limits(database_url: str, tmp_path: Path) -> None:
     async with FakeBotAPI(TOKEN, **{k: int(v) for k, v in REAL.items()}) as srv:
         deps, engine, doc = _setup(database_url, srv, tmp_path)
@@ -153,14 +149,7 @@ async def test_the_other_sender_takes_over_when_the_one_sending_is_killed(databa
                                                                         tmp_path: Path) -> None:
     async with FakeBotAPI(TOKEN, **{k: int(v) for k, v in REAL.items()}) as srv:
         deps, engine, doc = _setup(database_url, srv, tmp_path)
-        first, second = Child(doc, release=True), Child(doc, release=False)
-        try:
-            await first.start()
-            await srv.wait_for(lambda: _holder(deps) == first.holder or None, timeout=20,
-                               message="the first process sends")
-            await second.start()
-            texts = _queue(deps)
-            await srv.wait_for(lambda: len(srv.sent) >= 60 or None, timeout=30, message="60 messages sent")
+        async with _first_sends(deps, engine, srv, doc, sent=60) as (first, second, texts):
             await first.kill()
             killed = time.monotonic()
             before = {(r.get("text"), r["time"]) for r in srv.sent}
@@ -183,10 +172,6 @@ async def test_the_other_sender_takes_over_when_the_one_sending_is_killed(databa
             assert all(killed - last_before[t] < 1.0 for t in twice), twice
             assert min(after) > killed
             _check_limits(srv, texts)
-        finally:
-            await first.kill()
-            await second.stop()
-            engine.dispose()
 
 
 async def test_a_sending_process_that_stalls_is_taken_over_and_sends_nothing_more(database_url: str,
@@ -198,14 +183,7 @@ async def test_a_sending_process_that_stalls_is_taken_over_and_sends_nothing_mor
     async with FakeBotAPI(TOKEN, **{k: int(v) for k, v in REAL.items()}) as srv:
         deps, engine, doc = _setup(database_url, srv, tmp_path, lease=30.0)
         postgres = engine.dialect.name == "postgresql"
-        first, second = Child(doc, release=True), Child(doc, release=False)
-        try:
-            await first.start()
-            await srv.wait_for(lambda: _holder(deps) == first.holder or None, timeout=20,
-                               message="the first process sends")
-            await second.start()
-            texts = _queue(deps)
-            await srv.wait_for(lambda: len(srv.sent) >= 45 or None, timeout=30, message="45 messages sent")
+        async with _first_sends(deps, engine, srv, doc, sent=45) as (first, second, texts):
             first.pause()
             stalled = time.monotonic()
             taken: float | None = None
@@ -226,9 +204,3 @@ async def test_a_sending_process_that_stalls_is_taken_over_and_sends_nothing_mor
                   f"sent twice {sum(n - 1 for n in counts.values())}")
             assert counts == Counter(texts)  # a stall is no crash: each once
             _check_limits(srv, texts)
-        finally:
-            if first.proc is not None and first.proc.returncode is None:
-                first.pause(resume=True)
-            await first.stop()
-            await second.stop()
-            engine.dispose()

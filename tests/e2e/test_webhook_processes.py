@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import socket
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from bot.app import build_deps
 from storage.db import upgrade
-from tests.conftest import ROOT
+from tests.e2e.children import ChildProcess
 from tests.e2e.conftest import TOKEN, e2e_config
 from tests.e2e.test_officials_kill import _document
 from tests.e2e.test_webhook import PUBLIC_URL, SECRET
@@ -34,33 +31,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Child:
+class Child(ChildProcess):
     def __init__(self, doc: Path, record: Path, handle_delay: float = 0.0, journal_delay: float = 0.0) -> None:
         self.doc, self.record = doc, record
         self.delays = (str(handle_delay), str(journal_delay))
-        self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.e2e.webhook_child", str(self.doc), str(self.record), *self.delays,
-            cwd=str(ROOT), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), 60)
-        assert line.strip() == b"started", line
-
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-            await self.proc.wait()
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 30)
-            except TimeoutError:
-                await self.kill()
+        line = await self.spawn("tests.e2e.webhook_child", str(self.doc), str(self.record), *self.delays, quiet=True)
+        assert line == ["started"], line
 
 
 def handled(record: Path) -> list[tuple[int, str, int, int, int]]:
