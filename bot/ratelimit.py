@@ -123,16 +123,22 @@ class PacingRateLimiter(BaseRateLimiter[int]):
             self._forget_idle(now)
         return start - now
 
-    def hold(self, seconds: float) -> None:
-        """This process has just taken over the sending from another (bot/services/sendlead.py),
-        which let its last request leave at least `seconds` ago: nothing leaves for `seconds`
-        more, so that none of its requests still counts in Telegram's one-second window, and
-        no group hears from this process before a group's interval has passed (its limiter
-        knew the groups' last messages, this one does not)."""
+    def hold(self, handover: float, ended: float = 0.0) -> None:
+        """This process has just taken over the sending from another (bot/services/sendlead.py)
+        whose lead ended `ended` seconds ago (0 if it still ran: taken at a SQLite start after
+        a crash). That one let no request leave in the last `handover` of its lead (one that
+        released its lead early first waited for its requests in flight, and a request counts
+        until one second after its answer): nothing leaves here before `handover` has passed
+        since that lead ended, what remains of it from now, so that none of its requests
+        still counts in Telegram's one-second window; and no group hears from this process
+        before a group's interval has passed since then (its limiter knew the groups' last
+        messages, this one does not). A lead that ended long enough ago holds nothing."""
         now = self._now()
-        self._paused_until = max(self._paused_until, now + seconds)
-        self._chat_floor = max(self._chat_floor, now + seconds)
-        self._group_floor = max(self._group_floor, now + max(seconds, self._group_interval))
+        pause = max(0.0, handover - ended)
+        group = max(0.0, max(handover, self._group_interval) - ended)
+        self._paused_until = max(self._paused_until, now + pause)
+        self._chat_floor = max(self._chat_floor, now + pause)
+        self._group_floor = max(self._group_floor, now + group)
 
     def _reserve(self, chat_id: int | str | None = None) -> float:
         """The moment this request may go overall (a slot 1/30 s after the previous one)."""

@@ -358,42 +358,50 @@ class OutboxSender:
         loop = asyncio.get_running_loop()
         while True:
             started = time.monotonic()
+            seen: sendlead.Status | None = None
             try:
-                held, before = await loop.run_in_executor(self._claim_pool, self._take_lead)
+                held, seen = await loop.run_in_executor(self._claim_pool, self._take_lead)
             except DB_ERRORS as exc:
                 self._log("lead", logging.ERROR, "outbox: sender lead not renewed (%s): sending stops when it runs out",
                           type(exc).__name__)
-                held, before = None, None
+                held = None
             except RuntimeError:  # the claim thread is shut down: stopping
                 return
             if held:
-                self._lead_held(started, before)
+                self._lead_held(started, seen)
             elif held is False and self._leading:
                 self._lead_safe_until = float("-inf")
                 self._set_leading(False)
-                log.warning("outbox: another process sends now (%s): this one stopped sending", before)
+                log.warning("outbox: another process sends now (%s): this one stopped sending",
+                            seen.holder if seen is not None else None)
             await asyncio.sleep(max(0.0, self.lead_every - (time.monotonic() - started)))
 
-    def _take_lead(self) -> tuple[bool, str | None]:
-        """(whether this sender holds the lead now, who held it before if it was not this one)."""
+    def _take_lead(self) -> tuple[bool, sendlead.Status | None]:
+        """(whether this sender holds the lead now, the lead as it was if this sender was not
+        sending: taken only if unchanged since, and the hold is reckoned from it)."""
         with self._claims.session() as session:
             if not self._lead_ready:
                 sendlead.ensure(session)
                 self._lead_ready = True
-            before = None if self.leads() else sendlead.status(session).holder
+            seen = None if self.leads() else sendlead.status(session)
             # SQLite is one process per file: at its start (before it frees the rows a dead
             # process left in flight) the lead is its own, whoever had it is gone.
             force = not self._released and not outbox.is_postgres(session)
-            return sendlead.take(session, self.holder, self.lead, force=force), before
+            return sendlead.take(session, self.holder, self.lead, force=force, seen=seen), seen
 
-    def _lead_held(self, started: float, before: str | None) -> None:
+    def _lead_held(self, started: float, seen: sendlead.Status | None) -> None:
         fresh = started >= self._lead_safe_until  # not sending until now: taken (again), not renewed
+        before = seen.holder if seen is not None else None
         if fresh:
             # Whoever sent before let its last request leave at least a handover before its
-            # lead ran out: none of its requests counts any more when this one's first leaves.
+            # lead ended (or waited for its requests in flight before releasing it): this
+            # one's first leaves a handover after that end, so it holds what remains of it,
+            # reckoned on the database's clock when the lead was read (the hold starts later:
+            # never too short). Nobody ever held the lead: nobody sent, nothing to wait for.
+            ended = sendlead.ended_ago(seen) if seen is not None else 0.0
             limiter = getattr(self.bot, "rate_limiter", None)
-            if hasattr(limiter, "hold"):
-                limiter.hold(sendlead.HANDOVER)  # type: ignore[union-attr]
+            if ended is not None and hasattr(limiter, "hold"):
+                limiter.hold(sendlead.HANDOVER, ended)  # type: ignore[union-attr]
         # The lead runs out `lead` after the renewal's statement, which is after `started`.
         self._lead_safe_until = started + self.lead.total_seconds() - sendlead.HANDOVER
         if fresh:

@@ -11,9 +11,12 @@ take the lead at the same pace, which succeeds only once the holder's lease has 
 
 A holder lets a request leave only while its lead is sure to last one more second
 (`HANDOVER`, the span over which Telegram counts the overall limit), and a new holder
-sends its first request one `HANDOVER` after taking over (bot/ratelimit.py: `hold`): the
-two never have requests counted in the same second. Repositories never commit: each
-function is one statement, and the sender runs them on its autocommit claim connection.
+sends its first request no sooner than one `HANDOVER` after the previous lead ended
+(bot/ratelimit.py: `hold`; only what remains of it, nothing if nobody ever held the lead):
+the two never have requests counted in the same second. A holder that stops releases the
+lead (its `until` becomes now) after waiting for its requests in flight. Repositories
+never commit: each function is one statement, and the sender runs them on its autocommit
+claim connection.
 """
 
 from __future__ import annotations
@@ -59,14 +62,23 @@ def ensure(session: Session) -> None:
     session.execute(insert(_T).values(name=NAME).on_conflict_do_nothing(index_elements=[_T.c.name]))
 
 
-def take(session: Session, holder: str, lease: timedelta, *, force: bool = False) -> bool:
+def take(session: Session, holder: str, lease: timedelta, *, force: bool = False, seen: Status | None = None
+         ) -> bool:
     """Take the lead, or renew it if this holder has it: True if it holds it now (for
     `lease` from the database's clock). Fails while another holder's lease runs, unless
-    `force`: a SQLite file has one process, so at its start whoever held it is gone."""
+    `force`: a SQLite file has one process, so at its start whoever held it is gone. With
+    `seen` (the lead as `status` read it), fails too if it changed since: the new holder
+    reckons its hold from when the lead it read ended."""
     now = _clock(session)
     free = or_(_T.c.holder == holder, _T.c.holder.is_(None), _T.c.until.is_(None), _T.c.until <= now)
+    where = [_T.c.name == NAME]
+    if not force:
+        where.append(free)
+    if seen is not None:
+        where.append(_T.c.holder.is_(None) if seen.holder is None else _T.c.holder == seen.holder)
+        where.append(_T.c.until.is_(None) if seen.until is None else _T.c.until == seen.until)
     result = session.execute(
-        update(_T).where(_T.c.name == NAME, *(() if force else (free,)))
+        update(_T).where(*where)
         .values(holder=holder, until=now + lease, renewed_at=now,
                 since=case((_T.c.holder == holder, _T.c.since), else_=now))
     )
@@ -102,6 +114,14 @@ def status(session: Session) -> Status:
     if row is None:
         return Status(None, None, None, None, now)
     return Status(row.holder, row.since, row.renewed_at, row.until, now)
+
+
+def ended_ago(s: Status) -> float | None:
+    """Seconds since the last holder's lead ended, on the database's clock: 0 while it still
+    runs (a lead taken by force), None if nobody ever held it (nobody ever sent)."""
+    if s.holder is None or s.until is None:
+        return None
+    return max(0.0, (s.now - s.until).total_seconds())
 
 
 def describe(s: Status) -> str:

@@ -3,7 +3,8 @@ fake Bot API that enforces Telegram's real limits and records every message: one
 sends at a time (bot/services/sendlead.py), so together they stay within 30 messages a
 second, 1 a second per private chat and 20 a minute per group, and nothing goes out twice;
 when the one that sends is killed (SIGKILL), the other takes over and delivers the rest.
-Counts and limits are asserted, never timings; the failover time is printed."""
+Counts and limits are asserted, never timings; the failover time is printed. A sender that
+takes the lead of a new database (nobody ever sent) holds nothing back."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ from pathlib import Path
 from collections.abc import AsyncIterator
 from typing import Any
 
-from bot.app import build_deps
+from bot.app import Runtime, build_deps
 from bot.deps import Deps
+from bot.ratelimit import PacingRateLimiter
 from bot.services import outbox, sendlead
 from storage.db import upgrade
 from tests.e2e.children import ChildProcess
-from tests.e2e.conftest import TOKEN, e2e_config
+from tests.e2e.conftest import TOKEN, Harness, e2e_config
 from tests.e2e.test_officials_kill import _document
 from tests.fakebot import FakeBotAPI
 
@@ -204,3 +206,38 @@ async def test_a_sending_process_that_stalls_is_taken_over_and_sends_nothing_mor
                   f"sent twice {sum(n - 1 for n in counts.values())}")
             assert counts == Counter(texts)  # a stall is no crash: each once
             _check_limits(srv, texts)
+
+
+async def test_on_a_fresh_database_the_first_messages_are_not_held_back(database_url: str,
+                                                                        server: FakeBotAPI) -> None:
+    """Nobody ever held the lead of a new database, so nobody sent: taking it holds nothing,
+    and a group's first message leaves at once, not a group interval (3 s) later."""
+    config = e2e_config(database_url, server, telegram=REAL)
+    h = Harness(server, config)
+    h.runtime = runtime = Runtime(config, clock=h.clock)
+    group, private = GROUPS[0], PRIVATE[0]
+    with runtime.deps.sessions.begin() as session:  # queued before the bot starts
+        for chat in (group, private):
+            outbox.enqueue(session, runtime.deps.keyring, runtime.deps.clock.now(), dedupe_key=f"first:{chat}",
+                           chat_id=chat, method="send_message", payload={"text": f"first {chat}"}, purpose="card")
+    taken: list[float] = []
+    held = runtime.sender._lead_held
+
+    def lead_held(*args: Any) -> None:
+        taken.append(time.monotonic())  # the fake API's timestamps are on this clock
+        held(*args)
+
+    runtime.sender._lead_held = lead_held  # type: ignore[method-assign]
+    try:
+        await runtime.start()
+        first = {chat: await h.expect(chat, f"first {chat}") for chat in (group, private)}
+        limiter = runtime.app.bot.rate_limiter
+        assert isinstance(limiter, PacingRateLimiter)
+        print(f"\nfresh database: a group's first message {first[group]['time'] - taken[0]:.3f} s, "
+              f"a private chat's {first[private]['time'] - taken[0]:.3f} s after the lead was taken")
+        assert runtime.sender.lead_taken == 1
+        # The pacer never held anything back: no pause, no floor for new chats or groups.
+        assert (limiter._paused_until, limiter._chat_floor, limiter._group_floor) == (0.0, 0.0, 0.0)
+        assert first[group]["time"] - taken[0] < limiter._group_interval  # held, it would be 3.05 s at least
+    finally:
+        await h.stop()
