@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot.sealing import EphemeralKeys, SealError
+from storage.db import is_postgres
 
 NAMESPACE = 7_384_200  # PostgreSQL advisory locks (namespace, chat tag)
 
@@ -62,7 +63,7 @@ def _number(tag: str) -> int:
 
 def lock(session: Session, tags: Iterable[str]) -> None:
     """Wait for the chats' locks (in one order everywhere: no deadlock)."""
-    if session.get_bind().dialect.name != "postgresql":
+    if not is_postgres(session):
         return
     for number in sorted({_number(t) for t in tags}):
         session.execute(select(func.pg_advisory_xact_lock(NAMESPACE, number)))
@@ -70,6 +71,6 @@ def lock(session: Session, tags: Iterable[str]) -> None:
 
 def try_lock(session: Session, tag: str) -> bool:
     """Take the chat's lock if free (a sweep skips a chat someone is deciding about)."""
-    if session.get_bind().dialect.name != "postgresql":
+    if not is_postgres(session):
         return True
     return bool(session.scalar(select(func.pg_try_advisory_xact_lock(NAMESPACE, _number(tag)))))

@@ -50,6 +50,7 @@ from bot.clock import Clock
 from bot.sealing import EphemeralKeys, KeyGone, SealError, key_id_of
 from bot.security import Keyring
 from bot.supervise import ThrottledLog
+from storage.db import is_postgres
 from storage.models import Conversation
 
 log = logging.getLogger(__name__)
@@ -330,8 +331,7 @@ class ConversationStore:
                 # A new row starts at a random version: one deleted and created again elsewhere
                 # does not come back under the version a process still remembers.
                 first = secrets.randbelow(1 << 30) + 1
-                dialect = session.get_bind().dialect.name
-                maker = postgresql.insert if dialect == "postgresql" else sqlite.insert
+                maker = postgresql.insert if is_postgres(session) else sqlite.insert
                 made = session.execute(maker(Conversation).values(pseudonym=slot.pseudonym, kind=slot.kind,
                                                                   version=first, **values)
                                        .on_conflict_do_nothing(index_elements=["pseudonym", "kind"])).rowcount

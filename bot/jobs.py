@@ -29,6 +29,7 @@ from bot.services.office import office_targets
 from bot.services.outbox import Button
 from bot.services.views import add_event
 from bot.supervise import Backoff, ThrottledLog
+from storage.db import is_postgres
 from storage.models import Breach, DueStep, RequiredAction, Tip
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ async def _news_once(deps: Deps, bot) -> int:  # type: ignore[no-untyped-def]
     time, so nobody hears the same news twice (the due steps and scheduled runs have their own
     guards: SKIP LOCKED claims and `scheduled_runs`)."""
     engine = deps.sessions.kw.get("bind")
-    if engine is None or engine.dialect.name != "postgresql":
+    if engine is None or not is_postgres(engine):
         return await notify.deliver(deps, bot)
     conn = await asyncio.to_thread(engine.connect)
     try:

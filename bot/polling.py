@@ -53,7 +53,7 @@ from bot.resealing import reseal_expired
 from bot.sealing import EphemeralKeys, SealError, key_id_of
 from bot.security import DecryptionError
 from bot.supervise import Backoff, LoopGaveUp, ThrottledLog, supervise
-from storage.db import checkpoint_truncate, db_now
+from storage.db import checkpoint_truncate, db_now, is_postgres
 from storage.models import KeyValue, PendingReceipt, UpdateJournal
 
 log = logging.getLogger(__name__)
@@ -177,8 +177,7 @@ class DurablePoller:
 
     def _insert(self, session, model, values: dict, conflict_on: list[str]) -> bool:  # type: ignore[no-untyped-def]
         """INSERT ... ON CONFLICT DO NOTHING; True if the row was new."""
-        dialect = session.get_bind().dialect.name
-        maker = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        maker = postgresql.insert if is_postgres(session) else sqlite.insert
         column = getattr(model, conflict_on[0])
         stmt = maker(model).values(**values).on_conflict_do_nothing(index_elements=conflict_on).returning(column)
         return session.execute(stmt).first() is not None
@@ -336,7 +335,7 @@ class DurablePoller:
                                 UpdateJournal.lease_until.is_(None), UpdateJournal.lease_until < now),
                             or_(UpdateJournal.next_attempt_at.is_(None), UpdateJournal.next_attempt_at <= now))
                      .order_by(UpdateJournal.update_id).limit(CLAIM_BATCH))
-            if session.get_bind().dialect.name == "postgresql":
+            if is_postgres(session):
                 query = query.with_for_update(skip_locked=True)
             rows = [row for row in session.scalars(query) if row.update_id not in in_hand]
             blocked = self._blocked_chats(session, rows, now, dead)

@@ -27,6 +27,7 @@ from bot import chatorder
 from bot.conversations import ConversationStore
 from bot.minimal import chat_of
 from bot.sealing import EphemeralKeys, KeyGone, SealError, key_id_of
+from storage.db import is_postgres
 from storage.models import Conversation, PendingReceipt, UpdateJournal
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def reseal_expired(session: Session, keys: EphemeralKeys, now: datetime) -> int:
     expired = keys.expired(now)
     if not expired:
         return 0
-    postgres = session.get_bind().dialect.name == "postgresql"
+    postgres = is_postgres(session)
     # A write first: SQLite's write lock for the whole transaction (no stale read to upgrade);
     # on PostgreSQL it waits for a claimer holding one of these rows, and then holds them.
     session.execute(update(UpdateJournal)

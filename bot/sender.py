@@ -80,6 +80,7 @@ from bot.services import outbox, sendlead
 from bot.services.office import office_targets
 from bot.splitting import has_content
 from bot.supervise import Backoff, ThrottledLog, supervise
+from storage.db import is_postgres
 from storage.models import OutboxMessage, Staff, TeamChat
 from storage.models_officials import Blob
 
@@ -313,7 +314,7 @@ class OutboxSender:
 
     def _release_dead(self) -> int:
         with self.deps.sessions.begin() as session:
-            if outbox.is_postgres(session):
+            if is_postgres(session):
                 return 0  # other processes may be sending: their leases are short instead
             return outbox.release_all(session, self.deps.clock.now())
 
@@ -386,7 +387,7 @@ class OutboxSender:
             seen = None if self.leads() else sendlead.status(session)
             # SQLite is one process per file: at its start (before it frees the rows a dead
             # process left in flight) the lead is its own, whoever had it is gone.
-            force = not self._released and not outbox.is_postgres(session)
+            force = not self._released and not is_postgres(session)
             return sendlead.take(session, self.holder, self.lead, force=force, seen=seen), seen
 
     def _lead_held(self, started: float, seen: sendlead.Status | None) -> None:

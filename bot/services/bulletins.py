@@ -31,6 +31,7 @@ from bot.services.office import office_targets
 from bot.services.officials import recipients
 from bot.services.outbox import Button
 from bot.splitting import split_html
+from storage.db import is_postgres
 from storage.models import Breach, OutboxMessage, RequiredAction
 from storage.models_officials import Blob, Broadcast, Bulletin
 
@@ -51,7 +52,7 @@ class CaseLine(NamedTuple):  # a tuple: ten thousand made per bulletin, cheaply
 def _among(session: Session, column: Any, ids: list[int]) -> Any:
     """column IN ids, the ids as one parameter: an IN list of ten thousand parameters
     costs more to build, send and plan than the rows cost to read."""
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         # as the array's text, made by str.join: the driver checks and quotes a list's
         # items one by one in Python (25 ms for ten thousand ids, per statement)
         listed = "{" + ",".join(str(int(i)) for i in ids) + "}"

@@ -20,6 +20,7 @@ from bot.config import Config
 from bot.domain.calendar import AlwaysOpen, Calendar, WorkingCalendar
 from bot.domain.deadlines import DeadlinePolicy, Step, deadline_for, steps_for_deadline
 from bot.domain.deadlines import extend as extend_deadline
+from storage.db import is_postgres
 from storage.models import DueStep, RequiredAction, Tip
 
 Kind = Literal["ack", "outcome"]
@@ -128,6 +129,6 @@ def claim_one(session: Session, now: datetime, exclude: Iterable[int] = ()) -> D
     exclude = list(exclude)
     if exclude:
         query = query.where(DueStep.id.not_in(exclude))
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         query = query.with_for_update(skip_locked=True)
     return session.scalar(query)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from bot.clock import to_minute
 from bot.security import Keyring
+from storage.db import is_postgres
 from storage.models import OutboxMessage
 
 SEND_METHODS = frozenset(
@@ -226,10 +227,6 @@ CHAT_LOCK_NAMESPACE = 7_384_100  # PostgreSQL advisory locks (namespace, chat) f
 # decision is made after the transaction's first write.
 
 
-def is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def lock_chats(session: Session, chat_ids: Iterable[int]) -> None:
     """Serialise head changes of these chats with other transactions (PostgreSQL), always
     in the same order so that two transactions never wait on each other in a cycle; and
@@ -409,7 +406,7 @@ class ClaimConnection:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._conn: Connection | None = None
-        postgres = engine.dialect.name == "postgresql"
+        postgres = is_postgres(engine)
         self._heads = HeadsClaim.compile(engine.dialect) if postgres else None
         self._expired = ExpiredClaim.compile(engine.dialect) if postgres else None
 

@@ -34,7 +34,7 @@ from bot.services.officials import recipients
 from bot.services.summary import chart_png, compute, escalations
 from bot.splitting import split_html
 from storage import rollup
-from storage.db import refresh_statistics
+from storage.db import is_postgres, refresh_statistics
 from storage.models_officials import ScheduledRun
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ def run_job(deps: Deps, job: str, period: str, now: datetime) -> str | None:
     work = JOB_WORK[job]
     try:
         with deps.sessions.begin() as session:
-            if session.get_bind().dialect.name == "postgresql":
+            if is_postgres(session):
                 if not session.scalar(select(func.pg_try_advisory_xact_lock(LOCK_KEYS[job]))):
                     return None  # another process is running this job right now
             if already_ran(session, job, period):

@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from storage.db import is_postgres
 from storage.models import SenderLead
 
 NAME = "outbox"
@@ -46,19 +47,15 @@ def holder_name() -> str:
     return f"{socket.gethostname()[:64]}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def _postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def _clock(session: Session) -> Any:
     # PostgreSQL: the database's clock, in the statement (processes on several machines
     # agree on it); SQLite is one machine: its clock.
-    return func.clock_timestamp() if _postgres(session) else datetime.now(UTC)
+    return func.clock_timestamp() if is_postgres(session) else datetime.now(UTC)
 
 
 def ensure(session: Session) -> None:
     """The lead's row exists (inserted once; nobody holds it yet)."""
-    insert = pg_insert if _postgres(session) else sqlite_insert
+    insert = pg_insert if is_postgres(session) else sqlite_insert
     session.execute(insert(_T).values(name=NAME).on_conflict_do_nothing(index_elements=[_T.c.name]))
 
 
@@ -108,7 +105,7 @@ class Status:
 
 def status(session: Session) -> Status:
     row = session.execute(select(_T.c.holder, _T.c.since, _T.c.renewed_at, _T.c.until).where(_T.c.name == NAME)).first()
-    now = session.scalar(select(func.clock_timestamp())) if _postgres(session) else datetime.now(UTC)
+    now = session.scalar(select(func.clock_timestamp())) if is_postgres(session) else datetime.now(UTC)
     assert isinstance(now, datetime)
     now = now.astimezone(UTC)
     if row is None:

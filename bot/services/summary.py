@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from bot.chart import stacked_bars
 from bot.config import Config
 from storage import rollup
+from storage.db import is_postgres
 from storage.models import DueStep, Outcome, RequiredAction, Tip
 
 OUTCOMES = ("verified", "unfounded", "transferred")
@@ -135,7 +136,7 @@ def compute(session: Session, config: Config, period: str) -> Summary:
     rows at or after the period's start (or the open cases), never the whole history."""
     start, end = period_window(config, period)
     s = Summary(period=period, start=start, end=end)
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         # Each statement below reads a day's rows through an index, but the estimate of the
         # per-case outcome probe passes jit_above_cost at a province's scale: compiling
         # (~25 ms at 1M tips) would cost more than the query. This transaction only.

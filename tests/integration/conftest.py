@@ -18,6 +18,7 @@ from bot.clock import FakeClock
 from bot.config import Config
 from bot.deps import Deps
 from bot.services import outbox, staff
+from storage.db import is_postgres  # noqa: F401 - the tests import it from here
 from storage.models import OutboxMessage
 
 START = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)
@@ -32,10 +33,6 @@ def clock() -> FakeClock:
 def deps(config: Config, clock: FakeClock, engine: Engine) -> Deps:
     built, _ = build_deps(config, clock, engine)
     return built
-
-
-def is_postgres(engine: Engine) -> bool:
-    return engine.dialect.name == "postgresql"
 
 
 def dump_database(engine: Engine) -> str:
