@@ -18,12 +18,14 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from telegram import Bot, CallbackQuery, Message, Update
 from telegram.error import BadRequest, Forbidden, TelegramError
 
+from bot import jobs
 from bot.conversations import ConversationStore
 from bot.deps import Deps
 from bot.domain.receipt import format_receipt, new_receipt_code
@@ -508,9 +510,13 @@ async def already_submitted(update: Update, context: Context, ch: Channel, s: Ch
     """If the draft with this token was submitted: its receipt (again, if it has not
     reached the chat yet) or "it is in"; True. False if it never became a tip."""
     deps = deps_of(context)
-    with deps.sessions.begin() as session:
-        tip_id = receipts.find_submitted(session, deps, nonce)
-        receipt = receipts.take(session, deps, tip_id, deps.clock.now(), force=True) if tip_id else None
+
+    def find() -> tuple[int | None, receipts.Receipt | None]:
+        with deps.sessions.begin() as session:
+            tip_id = receipts.find_submitted(session, deps, nonce)
+            return tip_id, receipts.take(session, deps, tip_id, deps.clock.now(), force=True) if tip_id else None
+
+    tip_id, receipt = await asyncio.to_thread(find)  # off the event loop, as the submit's commit
     if tip_id is None:
         return False
     await drop_keyboard(update)
@@ -537,8 +543,7 @@ async def deliver_receipt(bot: Bot, deps: Deps, tip_id: int, receipt: receipts.R
     else:
         await asyncio.to_thread(_delivered, deps, tip_id)  # off the event loop, as the submit's commit
         return True
-    with deps.sessions.begin() as session:
-        gave_up = receipts.failed(session, deps, tip_id, deps.clock.now(), permanent=permanent, reason=reason)
+    gave_up = await asyncio.to_thread(_failed, deps, tip_id, permanent, reason)
     if gave_up:
         deps.nudge_sender()
     else:
@@ -551,17 +556,35 @@ def _delivered(deps: Deps, tip_id: int) -> None:
         receipts.delivered(session, tip_id)
 
 
-async def redeliver_receipts(context: Context) -> None:
-    """The job: receipts whose send failed (or whose sender died) are sent again."""
-    deps = deps_of(context)
-    now = deps.clock.now()
+def _failed(deps: Deps, tip_id: int, permanent: bool, reason: str) -> bool:
     with deps.sessions.begin() as session:
-        due = receipts.due(session, now)
-    for tip_id in due:
-        with deps.sessions.begin() as session:
-            receipt = receipts.take(session, deps, tip_id, now)
+        return receipts.failed(session, deps, tip_id, deps.clock.now(), permanent=permanent, reason=reason)
+
+
+async def redeliver_receipts(context: Context) -> None:
+    """The job: receipts whose send failed (or whose sender died) are sent again. Its
+    database work runs in a worker thread; an error is logged (once a minute, no person's
+    data) and a later run tries again, with back-off."""
+    deps = deps_of(context)
+    await jobs.guard(context, "receipts").run(lambda: _redeliver(context.bot, deps))
+
+
+async def _redeliver(bot: Bot, deps: Deps) -> None:
+    now = deps.clock.now()
+    for tip_id in await asyncio.to_thread(_due, deps, now):
+        receipt = await asyncio.to_thread(_take, deps, tip_id, now)
         if receipt is not None:
-            await deliver_receipt(context.bot, deps, tip_id, receipt)
+            await deliver_receipt(bot, deps, tip_id, receipt)
+
+
+def _due(deps: Deps, now: datetime) -> list[int]:
+    with deps.sessions.begin() as session:
+        return receipts.due(session, now)
+
+
+def _take(deps: Deps, tip_id: int, now: datetime) -> receipts.Receipt | None:
+    with deps.sessions.begin() as session:
+        return receipts.take(session, deps, tip_id, now)
 
 
 Handler = Callable[[Update, Context, Channel, ChatSession, str], Awaitable[None]]

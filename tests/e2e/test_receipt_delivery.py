@@ -4,12 +4,17 @@ submitted tip is never answered with "expired, start again"."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import sqlite3
+import threading
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
-from bot.services import audit
+from bot.services import audit, receipts
 from storage.models import AuditEntry, PendingReceipt, Tip
 from tests.e2e.conftest import Harness, plain
 from tests.fakebot import ApiError
@@ -169,3 +174,54 @@ async def test_a_receipt_that_keeps_failing_is_given_up_after_the_bound(harness:
     with h.deps.sessions.begin() as session:
         assert session.get(Tip, 1).receipt_undelivered  # type: ignore[union-attr]
         assert session.scalar(select(func.count(AuditEntry.id)).where(AuditEntry.action == "receipt_undelivered")) == 1
+
+
+def _watch_threads(monkeypatch: pytest.MonkeyPatch, *names: str) -> dict[str, set[int]]:
+    """The threads each of these receipt functions runs in, from now on."""
+    seen: dict[str, set[int]] = {name: set() for name in names}
+    for name in names:
+        def watched(*args: Any, _name: str = name, _fn: Any = getattr(receipts, name), **kw: Any) -> Any:
+            seen[_name].add(threading.get_ident())
+            return _fn(*args, **kw)
+        monkeypatch.setattr(receipts, name, watched)
+    return seen
+
+
+async def test_a_database_error_in_the_receipts_job_is_contained(harness: Harness, monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """The job that sends failed receipts again does its database work in a worker thread; a
+    database error there is logged in one line (no person's data) and the next run delivers."""
+    caplog.set_level(logging.INFO)
+    h, srv = harness, harness.server
+    user = srv.user(CITIZEN + 5, "F")
+    review = await _review(h, user)
+    threads = _watch_threads(monkeypatch, "due", "take", "failed", "find_submitted")
+    switch = _fail_sends_to(h, CITIZEN + 5)
+    srv.press(user, review, "提交")
+    await srv.wait_for(lambda: _pending(h) and _pending(h)[0].attempts >= 1)
+    switch["on"] = False
+    due, broken = receipts.due, {"left": 1}
+
+    def failing_due(*args: Any, **kw: Any) -> list[int]:
+        if broken["left"]:
+            broken["left"] -= 1
+            raise OperationalError("SELECT tip_id FROM pending_receipts", {}, sqlite3.OperationalError("disk I/O error"))
+        return due(*args, **kw)
+
+    monkeypatch.setattr(receipts, "due", failing_due)
+    await srv.wait_for(lambda: broken["left"] == 0 or None)  # the job's run failed
+    h.clock.advance(minutes=1)  # the next try is due
+    receipt = await h.expect(CITIZEN + 5, "您的查询码")  # the job's next run
+    code = CODE.search(plain(receipt))
+    assert code is not None
+    await srv.wait_for(lambda: not _pending(h))
+    srv.push_callback(user, review, _submit_data(review))  # pressed again: "it is in"
+    await h.expect(CITIZEN + 5, "已经提交（举报 #1）")
+    loop_thread = threading.get_ident()
+    assert all(threads.values()), threads  # each ran
+    assert all(loop_thread not in seen for seen in threads.values()), threads  # none on the event loop
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("receipts: database unavailable (OperationalError") for line in lines), lines
+    assert not [r for r in caplog.records if r.name == "tipline.errors"]  # no traceback through the error handler
+    text = "\n".join(lines) + "".join(r.exc_text or "" for r in caplog.records)
+    assert str(CITIZEN + 5) not in text and code.group(0) not in text
