@@ -114,6 +114,8 @@ class ConversationStore:
         self._version: dict[tuple[str, str], int] = {}  # the row's version as last read or written here
         self._waiting: deque[tuple[list[Write], asyncio.Future[list[int | None | bool]]]] = deque()
         self._writer: asyncio.Task[None] | None = None
+        self._asking: deque[tuple[set[str], asyncio.Future[dict[tuple[str, str], int]]]] = deque()
+        self._reader: asyncio.Task[None] | None = None
         self._tlog = ThrottledLog(log)
         self.skipped = 0  # updates found handled already (after a restart)
 
@@ -149,7 +151,7 @@ class ConversationStore:
             self._known[s.key] = now
         if not slots or not self.enabled:
             return self._was_applied(slots, update_id)
-        versions = await asyncio.to_thread(self._versions, {s.pseudonym for s in slots})
+        versions = await self._versions_together({s.pseudonym for s in slots})
         stale: list[Slot] = []
         for slot in slots:
             stored = versions.get(slot.key)
@@ -165,6 +167,33 @@ class ConversationStore:
                 if slot.key in rows:
                     self._take(bot_data, slot, *rows[slot.key])
         return self._was_applied(slots, update_id)
+
+    async def _versions_together(self, pseudonyms: set[str]) -> dict[tuple[str, str], int]:
+        """`_versions` in a worker thread, together with the other chats' updates that asked
+        meanwhile: one read (and one hop to a thread) for a batch of incoming updates instead
+        of one each. Each read starts after every caller in it asked, so none gets a version
+        older than its own call; the rows of the others' chats in the answer are ignored."""
+        done: asyncio.Future[dict[tuple[str, str], int]] = asyncio.get_running_loop().create_future()
+        self._asking.append((pseudonyms, done))
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read_versions())
+        return await done
+
+    async def _read_versions(self) -> None:
+        while self._asking:
+            batch = []
+            while self._asking and len(batch) < WRITE_BATCH:
+                batch.append(self._asking.popleft())
+            try:
+                versions = await asyncio.to_thread(self._versions, set().union(*(p for p, _ in batch)))
+            except Exception as exc:  # noqa: BLE001 - each caller's update fails, and is tried again
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(versions)
 
     def _take(self, bot_data: dict[str, Any], slot: Slot, version: int, sealed: str) -> None:
         """The row's state replaces this process's copy."""
