@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 FORGET_KNOWN = 25 * 3600.0  # seconds: a chat idle this long is looked up again (nothing is left of it)
 APPLIED_KEPT = 16  # ids of the latest updates applied to a conversation, kept with it
+_TABLE = Conversation.__table__
 WRITE_BATCH = 64  # conversation writes in one transaction, at most (it holds SQLite's write lock)
 
 
@@ -331,15 +332,18 @@ class ConversationStore:
         # A row written twice in one batch (a staff member's conversation, from two chats at
         # once): the second write compares with the version the first one left.
         now_at: dict[tuple[str, str], int | None] = {}
+        # Statements on the table, not the ORM entity: ORM-enabled UPDATE / INSERT / DELETE go
+        # through the bulk machinery (and synchronize the session), most of a write's CPU.
+        c = _TABLE.c
         with self.sessions.begin() as session:
             for slot, _, state, expires, applied in writes:
-                where = (Conversation.pseudonym == slot.pseudonym) & (Conversation.kind == slot.kind)
+                where = (c.pseudonym == slot.pseudonym) & (c.kind == slot.kind)
                 seen = now_at[slot.key] if slot.key in now_at else self._version.get(slot.key)
                 if state is None:
                     # finished here (cancelled, submitted): gone, unless changed elsewhere meanwhile
-                    gone = delete(Conversation).where(where)
+                    gone = delete(_TABLE).where(where)
                     if seen is not None:
-                        gone = gone.where(Conversation.version == seen)
+                        gone = gone.where(c.version == seen)
                     session.execute(gone)
                     outcome.append(None)
                     now_at[slot.key] = None
@@ -347,12 +351,12 @@ class ConversationStore:
                 token = self.keys.seal(json.dumps({"h": applied, "s": state}, ensure_ascii=False).encode(), now)
                 values = {"sealed": token, "key_id": token.partition(".")[0], "expires_at": expires}
                 if seen is not None:
-                    if session.execute(update(Conversation).where(where, Conversation.version == seen)
+                    if session.execute(update(_TABLE).where(where, c.version == seen)
                                        .values(version=seen + 1, **values)).rowcount:
                         outcome.append(seen + 1)
                         now_at[slot.key] = seen + 1
                         continue
-                    if session.scalar(select(Conversation.version).where(where)) is not None:
+                    if session.scalar(select(c.version).where(where)) is not None:
                         outcome.append(False)  # another process wrote it meanwhile
                         continue
                     # gone: finished with the step's effect here (`erase`), or elsewhere: a new row
@@ -361,7 +365,7 @@ class ConversationStore:
                 first = secrets.randbelow(1 << 30) + 1
                 dialect = session.get_bind().dialect.name
                 maker = postgresql.insert if dialect == "postgresql" else sqlite.insert
-                made = session.execute(maker(Conversation).values(pseudonym=slot.pseudonym, kind=slot.kind,
+                made = session.execute(maker(_TABLE).values(pseudonym=slot.pseudonym, kind=slot.kind,
                                                                   version=first, **values)
                                        .on_conflict_do_nothing(index_elements=["pseudonym", "kind"])).rowcount
                 outcome.append(first if made else False)  # not made: created elsewhere meanwhile
