@@ -1,8 +1,9 @@
 """How fast tipline takes tips: N tipsters report at once through the whole chat flow
 (start, category, unit, place, text, skip evidence, submit: 8 updates each), against the
 fake Bot API on 127.0.0.1; and, in the same run, a bare python-telegram-bot echo bot driven
-the same way (N users x 8 messages, each waiting for its answer). Prints figures; asserts
-nothing.
+the same way (N users x 8 messages, each waiting for its answer); with the cheap hash, also
+the same echo bot making tipline's Bot API calls for each step (TIPLINE_CALLS), the bound the
+calls alone set. Prints figures; asserts nothing.
 
     python -m bench.intake [--tipsters 200] [--hash production|cheap] [--database-url URL] [--runs 3]
                            [--no-echo] [--hash-nice N]
@@ -92,17 +93,20 @@ def p99_max(values: list[float]) -> tuple[float, float]:
     return s[min(len(s) - 1, int(len(s) * 0.99))], s[-1]
 
 
-def hash_cpu_seconds(production: bool) -> float:
+def hash_cpu_seconds(production: bool, samples: int = 7) -> list[float]:
+    """One hash's CPU time, `samples` times in a row. Several, and taken before and after each
+    run: a single hash alone swung by a fifth from one minute to the next on a shared machine
+    (146-191 ms), which moved the ceiling, and so the ratio, more than anything tipline did."""
     from bot.security import Keyring
 
     cost = {"time_cost": 3, "memory_kib": 65536} if production else {"time_cost": 1, "memory_kib": 64}
     keyring = Keyring("p" * 40, "YmVuY2gtZGF0YS1rZXktZm9yLXRpcGxpbmUtYmVuY2g=", **cost)
     times = []
-    for i in range(3):
+    for i in range(samples):
         t = time.process_time()
         keyring.receipt_hash(f"{i:016d}")
         times.append(time.process_time() - t)
-    return statistics.median(times)
+    return times
 
 
 def peak_mib() -> float:
@@ -205,7 +209,7 @@ async def serve(kind: str, base_url: str, base_file_url: str, url: str, producti
         workers = runtime.deps.hashes.workers
         stop = runtime.stop
     else:
-        stop = await start_echo(base_url)
+        stop = await start_echo(base_url, shaped=kind == "shaped")
     lag = LoopLag()
     lag.start()
     cpu: dict[str, dict[int, float]] = {}
@@ -230,14 +234,35 @@ async def serve(kind: str, base_url: str, base_file_url: str, url: str, producti
                                "cpu": by_name}), flush=True)
 
 
-async def start_echo(base_url: str) -> Any:
-    """A bare python-telegram-bot echo bot (PTB's own polling, default settings)."""
+# Bot API calls tipline makes for each of a tipster's 8 updates (tests/e2e/test_intake_cost.py
+# holds them to it): a button press is answered, its step message edited to show the choice,
+# and the next question sent; a text gets the next question; Submit also queues the team's card.
+TIPLINE_CALLS = (1, 3, 3, 3, 1, 1, 3, 3)
+
+
+async def start_echo(base_url: str, shaped: bool = False) -> Any:
+    """A bare python-telegram-bot echo bot (PTB's own polling, default settings). `shaped`:
+    the same bot making tipline's calls for each step (TIPLINE_CALLS: a chat action in place
+    of the press's answer, an edit of its previous reply, then the echo), and nothing else,
+    no database, no state: what the calls alone cost, on this machine, in this run."""
     from telegram import Update
     from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
+    last: dict[int, int] = {}
+
     async def echo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         assert update.message is not None
-        await update.message.reply_text(update.message.text or "")
+        text = update.message.text or ""
+        if shaped:
+            chat_id = update.message.chat_id
+            step = int(text.rsplit("s", 1)[-1]) if text.rsplit("s", 1)[-1].isdigit() else 0
+            if TIPLINE_CALLS[step % len(TIPLINE_CALLS)] == 3:
+                await context.bot.send_chat_action(chat_id, "typing")
+                if chat_id in last:
+                    await context.bot.edit_message_text(f"{text} ✓", chat_id=chat_id, message_id=last[chat_id])
+            last[chat_id] = (await update.message.reply_text(text)).message_id
+            return
+        await update.message.reply_text(text)
 
     app = (Application.builder().token(TOKEN).base_url(base_url)
            .pool_timeout(30).get_updates_pool_timeout(30).read_timeout(30).get_updates_read_timeout(30)
@@ -468,12 +493,13 @@ async def _run_tipline(tipsters: int, database_url: str | None, production: bool
     }
 
 
-async def run_echo(users: int) -> dict[str, float]:
-    """A bare python-telegram-bot echo bot in a child process, driven as tipline is."""
+async def run_echo(users: int, kind: str = "echo") -> dict[str, float]:
+    """A bare python-telegram-bot echo bot in a child process, driven as tipline is
+    ("shaped": making tipline's calls)."""
     with tempfile.TemporaryDirectory() as tmp:
         async with fake_api() as server:
             driver = Users(server)
-            child, _ = await Child.start("echo", server, "", False, tmp)
+            child, _ = await Child.start(kind, server, "", False, tmp)
 
             async def one(i: int) -> None:
                 user = server.user(8_000_000 + i, f"Bench{i}")
@@ -511,10 +537,15 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     echoes: list[dict[str, float]] = []
     ratios: list[float] = []
+    shaped: list[dict[str, float]] = []
+    bounds: list[float] = []
     print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     for i in range(args.runs):  # each tipline run next to an echo run: the ratio of the same moment
-        hash_cpu = hash_cpu_seconds(True) if production else 0.0  # next to the run: the load changes
+        alone = hash_cpu_seconds(True) if production else []  # next to the run: the load changes
         r = asyncio.run(run_tipline(args.tipsters, args.database_url, production, args.hash_nice))
+        if production:
+            alone += hash_cpu_seconds(True)
+        hash_cpu = statistics.median(alone) if alone else 0.0
         r["hash_cpu"] = hash_cpu
         runs.append(r)
         line = f"run {i + 1}: tipline {r['updates_s']:.1f} updates/s"
@@ -523,10 +554,18 @@ def main() -> None:
             echoes.append(e)
             ratios.append(r["updates_s"] / e["updates_s"])
             line += f", echo {e['updates_s']:.1f} updates/s, ratio {100 * ratios[-1]:.0f}%"
+            if not production:  # the calls' own bound, measured beside them
+                sh = asyncio.run(run_echo(args.tipsters, "shaped"))
+                shaped.append(sh)
+                bounds.append(sh["updates_s"] / e["updates_s"])
+                line += (f"; echo with tipline's calls {sh['updates_s']:.1f} updates/s = {100 * bounds[-1]:.0f}% "
+                         f"of the echo, tipline {100 * r['updates_s'] / sh['updates_s']:.0f}% of it")
         if production:
             cpu = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(r["cpu"].items()))
             line += (f"; submit phase {r['submit_tips_s']:.1f} tips/s "
-                     f"({100 * r['submit_tips_s'] * hash_cpu / cores():.0f}% of {cores() / hash_cpu:.1f}), "
+                     f"({100 * r['submit_tips_s'] * hash_cpu / cores():.0f}% of {cores() / hash_cpu:.1f}; "
+                     f"{100 * r['submit_tips_s'] * r['hash_thread_cpu'] / cores():.0f}% of the ceiling by the "
+                     f"hashes in the phase), "
                      f"lag p99 {r['lag_p99'] * 1000:.0f} ms, "
                      f"bot peak {r['rss']:.0f} MiB, {r['hashes_per_tip']:.2f} hashes/tip, pool "
                      f"{100 * r['fill']:.0f}% full; CPU in the phase: {cpu}, fake API + users "
@@ -553,12 +592,15 @@ def main() -> None:
     print(f"peak RSS, driver    {med('driver_rss'):.0f} MiB (fake Bot API and simulated users, this process)")
     if production:
         ceiling = cores() / med("hash_cpu")
-        print(f"one hash            {1000 * med('hash_cpu'):.0f} ms CPU (alone, before each run); ceiling "
-              f"{cores()} cores / that = {ceiling:.1f} tips/s")
+        print(f"one hash            {1000 * med('hash_cpu'):.0f} ms CPU (alone: median of 7 before and 7 after "
+              f"each run); ceiling {cores()} cores / that = {ceiling:.1f} tips/s")
         ratio = statistics.median(r["submit_tips_s"] * r["hash_cpu"] / cores() for r in runs)
         print(f"submit phase        {med('submit_wall'):.1f} s, {med('submit_tips_s'):.1f} tips/s = "
               f"{100 * med('submit_tips_s') / ceiling:.0f}% of the ceiling (target >= 80%; median of the "
               f"runs' ratios {100 * ratio:.0f}%)")
+        in_phase = statistics.median(r["submit_tips_s"] * r["hash_thread_cpu"] / cores() for r in runs)
+        print(f"                    against one hash's CPU time in the phase itself ({med('hash_thread_cpu') * 1000:.0f}"
+              f" ms, median of the pool's hashes): {100 * in_phase:.0f}% (median of the runs' ratios)")
         share = statistics.median(r["cpu"].get("hashing", 0.0) / (cores() * r["submit_wall"]) for r in runs)
         print(f"the machine         the hashes had {100 * share:.0f}% of the {cores()} cores in the phase (the rest: "
               f"the bot's other threads, this process, and whatever else runs on the machine)")
@@ -574,6 +616,12 @@ def main() -> None:
               f"peak RSS {med('rss', echoes):.0f} MiB")
         print(f"tipline / echo      {100 * statistics.median(ratios):.0f}% of the echo bot's updates/s "
               f"(median of the runs' ratios){'   (target >= 50% with the cheap hash)' if not production else ''}")
+    if shaped:
+        print(f"echo, tipline's calls {med('updates_s', shaped):.1f} updates/s: {100 * statistics.median(bounds):.0f}% "
+              f"of the echo bot (median of the runs' ratios): the same bot making {sum(TIPLINE_CALLS)} calls for 8 "
+              "updates, as tipline does, with no database and no state: the calls' own bound")
+        print(f"tipline / that      {100 * statistics.median(r['updates_s'] / sh['updates_s'] for r, sh in zip(runs, shaped)):.0f}%"
+              " (median of the runs' ratios)")
     print(f"load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

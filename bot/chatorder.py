@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from bot.sealing import EphemeralKeys, SealError
@@ -65,8 +65,14 @@ def lock(session: Session, tags: Iterable[str]) -> None:
     """Wait for the chats' locks (in one order everywhere: no deadlock)."""
     if not is_postgres(session):
         return
-    for number in sorted({_number(t) for t in tags}):
-        session.execute(select(func.pg_advisory_xact_lock(NAMESPACE, number)))
+    numbers = sorted({_number(t) for t in tags})
+    if len(numbers) == 1:
+        session.execute(select(func.pg_advisory_xact_lock(NAMESPACE, numbers[0])))
+    elif numbers:
+        # One statement for a batch of chats, not one round trip each; unnest yields the
+        # sorted array in its order, so the locks are taken in that order.
+        session.execute(text("SELECT pg_advisory_xact_lock(:ns, n) FROM unnest(CAST(:numbers AS integer[])) AS u(n)"),
+                        {"ns": NAMESPACE, "numbers": numbers})
 
 
 def try_lock(session: Session, tag: str) -> bool:

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 FORGET_KNOWN = 25 * 3600.0  # seconds: a chat idle this long is looked up again (nothing is left of it)
 APPLIED_KEPT = 16  # ids of the latest updates applied to a conversation, kept with it
+_TABLE = Conversation.__table__
 WRITE_BATCH = 64  # conversation writes in one transaction, at most (it holds SQLite's write lock)
 
 
@@ -115,6 +116,8 @@ class ConversationStore:
         self._version: dict[tuple[str, str], int] = {}  # the row's version as last read or written here
         self._waiting: deque[tuple[list[Write], asyncio.Future[list[int | None | bool]]]] = deque()
         self._writer: asyncio.Task[None] | None = None
+        self._asking: deque[tuple[set[str], asyncio.Future[dict[tuple[str, str], int]]]] = deque()
+        self._reader: asyncio.Task[None] | None = None
         self._tlog = ThrottledLog(log)
         self.skipped = 0  # updates found handled already (after a restart)
 
@@ -150,7 +153,7 @@ class ConversationStore:
             self._known[s.key] = now
         if not slots or not self.enabled:
             return self._was_applied(slots, update_id)
-        versions = await asyncio.to_thread(self._versions, {s.pseudonym for s in slots})
+        versions = await self._versions_together({s.pseudonym for s in slots})
         stale: list[Slot] = []
         for slot in slots:
             stored = versions.get(slot.key)
@@ -166,6 +169,33 @@ class ConversationStore:
                 if slot.key in rows:
                     self._take(bot_data, slot, *rows[slot.key])
         return self._was_applied(slots, update_id)
+
+    async def _versions_together(self, pseudonyms: set[str]) -> dict[tuple[str, str], int]:
+        """`_versions` in a worker thread, together with the other chats' updates that asked
+        meanwhile: one read (and one hop to a thread) for a batch of incoming updates instead
+        of one each. Each read starts after every caller in it asked, so none gets a version
+        older than its own call; the rows of the others' chats in the answer are ignored."""
+        done: asyncio.Future[dict[tuple[str, str], int]] = asyncio.get_running_loop().create_future()
+        self._asking.append((pseudonyms, done))
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read_versions())
+        return await done
+
+    async def _read_versions(self) -> None:
+        while self._asking:
+            batch = []
+            while self._asking and len(batch) < WRITE_BATCH:
+                batch.append(self._asking.popleft())
+            try:
+                versions = await asyncio.to_thread(self._versions, set().union(*(p for p, _ in batch)))
+            except Exception as exc:  # noqa: BLE001 - each caller's update fails, and is tried again
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(versions)
 
     def _take(self, bot_data: dict[str, Any], slot: Slot, version: int, sealed: str) -> None:
         """The row's state replaces this process's copy."""
@@ -303,15 +333,18 @@ class ConversationStore:
         # A row written twice in one batch (a staff member's conversation, from two chats at
         # once): the second write compares with the version the first one left.
         now_at: dict[tuple[str, str], int | None] = {}
+        # Statements on the table, not the ORM entity: ORM-enabled UPDATE / INSERT / DELETE go
+        # through the bulk machinery (and synchronize the session), most of a write's CPU.
+        c = _TABLE.c
         with self.sessions.begin() as session:
             for slot, _, state, expires, applied in writes:
-                where = (Conversation.pseudonym == slot.pseudonym) & (Conversation.kind == slot.kind)
+                where = (c.pseudonym == slot.pseudonym) & (c.kind == slot.kind)
                 seen = now_at[slot.key] if slot.key in now_at else self._version.get(slot.key)
                 if state is None:
                     # finished here (cancelled, submitted): gone, unless changed elsewhere meanwhile
-                    gone = delete(Conversation).where(where)
+                    gone = delete(_TABLE).where(where)
                     if seen is not None:
-                        gone = gone.where(Conversation.version == seen)
+                        gone = gone.where(c.version == seen)
                     session.execute(gone)
                     outcome.append(None)
                     now_at[slot.key] = None
@@ -319,12 +352,12 @@ class ConversationStore:
                 token = self.keys.seal(json.dumps({"h": applied, "s": state}, ensure_ascii=False).encode(), now)
                 values = {"sealed": token, "key_id": token.partition(".")[0], "expires_at": expires}
                 if seen is not None:
-                    if session.execute(update(Conversation).where(where, Conversation.version == seen)
+                    if session.execute(update(_TABLE).where(where, c.version == seen)
                                        .values(version=seen + 1, **values)).rowcount:
                         outcome.append(seen + 1)
                         now_at[slot.key] = seen + 1
                         continue
-                    if session.scalar(select(Conversation.version).where(where)) is not None:
+                    if session.scalar(select(c.version).where(where)) is not None:
                         outcome.append(False)  # another process wrote it meanwhile
                         continue
                     # gone: finished with the step's effect here (`erase`), or elsewhere: a new row
@@ -332,7 +365,7 @@ class ConversationStore:
                 # does not come back under the version a process still remembers.
                 first = secrets.randbelow(1 << 30) + 1
                 maker = postgresql.insert if is_postgres(session) else sqlite.insert
-                made = session.execute(maker(Conversation).values(pseudonym=slot.pseudonym, kind=slot.kind,
+                made = session.execute(maker(_TABLE).values(pseudonym=slot.pseudonym, kind=slot.kind,
                                                                   version=first, **values)
                                        .on_conflict_do_nothing(index_elements=["pseudonym", "kind"])).rowcount
                 outcome.append(first if made else False)  # not made: created elsewhere meanwhile

@@ -26,6 +26,8 @@ from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
+FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
+
 
 class AiohttpRequest(BaseRequest):
     __slots__ = ("_connect_timeout", "_pool_size", "_pool_timeout", "_read_timeout", "_session",
@@ -87,6 +89,7 @@ class AiohttpRequest(BaseRequest):
             sock_read=sock_read,
         )
         data: Any = None
+        headers: dict[str, str] | None = None
         if files:
             form = aiohttp.FormData(quote_fields=False)
             for name, value in request_data.json_parameters.items():  # type: ignore[union-attr]
@@ -97,9 +100,13 @@ class AiohttpRequest(BaseRequest):
                 form.add_field(name, content, filename=filename or name, content_type=mimetype)
             data = form
         elif request_data is not None:
-            data = request_data.json_parameters  # sent form-encoded, as PTB's HTTPXRequest does
+            # Form-encoded, as PTB's HTTPXRequest sends it; encoded here, not by aiohttp: given a
+            # dict, aiohttp builds a FormData with a multipart writer and a fresh uuid4 boundary
+            # for every request, which it then never uses (a tenth of the loop's HTTP cost).
+            data = request_data.url_encoded_parameters().encode()
+            headers = FORM_HEADERS
         try:
-            async with self._session.request(method, url, data=data, timeout=timeout) as response:
+            async with self._session.request(method, url, data=data, headers=headers, timeout=timeout) as response:
                 return response.status, await response.read()
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as err:
             raise TimedOut from err

@@ -41,6 +41,7 @@ def submit(session: Session, deps: Deps, new: NewTip, receipt_hash: str, now: da
     unit = deps.config.unit(new.unit)
     decision = deps.router.route(new.category, new.unit, unit.kind if unit else None)
     k = deps.keyring
+    ack_due, outcome_due = deadlines.clocks(deps.config, new.category, now)
     tip = Tip(
         receipt_hash=receipt_hash,
         submit_key=new.submit_key,
@@ -56,12 +57,12 @@ def submit(session: Session, deps: Deps, new: NewTip, receipt_hash: str, now: da
         route_reason=decision.reason,
         created_at=now,
         routed_at=now,
-        ack_due_at=now,  # set by the deadline plan below
+        ack_due_at=ack_due,
+        outcome_due_at=outcome_due,
     )
     session.add(tip)
     session.flush()
-    deadlines.start_clock(session, deps.config, tip, "ack", now)
-    deadlines.start_clock(session, deps.config, tip, "outcome", now)
+    deadlines.plan_clocks(session, deps.config, tip, now)
     for item in new.evidence:
         tip.evidence.append(
             Evidence(kind=item.kind, file_ref_enc=k.encrypt(item.file_id), caption_enc=k.encrypt_opt(item.caption),

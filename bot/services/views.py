@@ -54,13 +54,10 @@ class TipView:
 
 
 def tip_view(session: Session, keyring: Keyring, tip: Tip) -> TipView:
-    staff_names = dict(
-        session.execute(
-            select(Staff.id, Staff.display_name).where(
-                Staff.id.in_({e.staff_id for e in tip.events if e.staff_id} | {tip.acknowledged_by or 0})
-            )
-        ).all()
-    )
+    staff_ids = {e.staff_id for e in tip.events if e.staff_id} | ({tip.acknowledged_by} if tip.acknowledged_by else set())
+    # A new tip names nobody yet: no read (its card is rendered in the Submit's transaction).
+    staff_names = dict(session.execute(select(Staff.id, Staff.display_name).where(Staff.id.in_(staff_ids))).all()
+                       ) if staff_ids else {}
     return TipView(
         id=tip.id,
         channel=tip.channel,

@@ -131,8 +131,7 @@ def reassign(session: Session, deps: Deps, allowed: Allowed, team: int, reason: 
     tip.route_rule = "reassigned"
     tip.route_reason = f"reassigned from team {old_team}"  # the reason itself: encrypted, on the timeline
     deadlines.cancel(session, now, tip_id=tip.id)
-    deadlines.start_clock(session, deps.config, tip, "ack", now)
-    deadlines.start_clock(session, deps.config, tip, "outcome", now)
+    deadlines.start_clocks(session, deps.config, tip, now)
     event = add_event(session, deps.keyring, tip, now, "reassigned", team_number=team, staff_id=staff.id,
                       detail=reason)
     session.flush()

@@ -119,3 +119,33 @@ async def test_a_citizen_press_reads_no_staff_and_the_tip_is_stored_off_the_loop
     assert stored == [False]  # stored once, in a worker thread
     erased = [on_loop for on_loop, sql in seen if sql.lstrip().upper().startswith("DELETE FROM PENDING_RECEIPTS")]
     assert erased == [False]  # the receipt, once sent, erased in a worker thread too
+
+
+async def test_requests_are_form_encoded_without_a_multipart_writer(harness: Harness,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request without files is form-encoded by tipline (bot/http.py): aiohttp, given a
+    dict, would build a FormData and its multipart writer, with a fresh uuid4 boundary, for
+    every request. The text arrives as it was, whatever its characters."""
+    import aiohttp
+
+    built = []
+    form_init = aiohttp.FormData.__init__
+
+    def counting(self: aiohttp.FormData, *args: Any, **kwargs: Any) -> None:
+        built.append(1)
+        form_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(aiohttp.FormData, "__init__", counting)
+    h, srv = harness, harness.server
+    citizen = srv.user(CITIZEN, "Citizen")
+    menu = await h.say(citizen, "/start", expect="查询码")
+    cats = await h.press(citizen, menu, "📝", expect="1")
+    units = await h.press(citizen, cats, "迟到早退脱岗", expect="2")
+    await h.press(citizen, units, "定昌镇", expect="3")
+    place = "周一 9:00 & 10:00，便民大厅 a+b=c %20 <窗口>"
+    await h.say(citizen, place, expect="4")
+    ev = await h.say(citizen, "窗口无人，群众排队等了半小时。", expect="5")
+    await h.press(citizen, ev, "跳过", expect="核对")
+    review = await h.expect_button(CITIZEN, "提交")
+    assert place in plain(review)  # through the form encoding and back, unchanged
+    assert len(methods_to(h, 0, CITIZEN)) >= 14 and built == []

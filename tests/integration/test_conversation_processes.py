@@ -177,6 +177,47 @@ async def test_many_chats_saved_at_once_share_one_transaction(config: Config, cl
     assert 1 <= len(transactions) <= 3, transactions  # not one each
 
 
+async def test_many_chats_loaded_at_once_share_one_version_read(config: Config, clock: FakeClock,
+                                                                 engine: Engine) -> None:
+    """Updates of many chats arriving together read their conversations' versions in one
+    statement (bot/conversations.py, `_versions_together`), not one each; and each still
+    sees its own chat's row: one written by another process is read again."""
+    import asyncio
+
+    from sqlalchemy import event
+
+    a, b = Process(config, clock, engine), Process(config, clock, engine)
+    store = a.deps.conversations
+    assert store is not None
+    chats = [CHAT + i for i in range(20)]
+    slots = {c: [Slot("citizen", p, p)] for c in chats for p in [a.deps.keyring.pseudonym("chat", c)]}
+    # B starts a draft in one of the chats; A has never seen any of them.
+    other = chats[7]
+    b_store = b.deps.conversations
+    assert b_store is not None
+    assert not await b_store.load(b.bot_data, slots[other], 1)
+    session, _ = b.deps.chats.get(slots[other][0].pseudonym, clock.now(), "zh-CN")
+    start_other(session)
+    await b_store.flush(b.bot_data, slots[other], 1)
+
+    reads: list[str] = []
+
+    def record(_conn, _cursor, statement: str, *_: object) -> None:  # type: ignore[no-untyped-def]
+        flat = " ".join(statement.split()).upper()
+        if flat.startswith("SELECT") and "FROM CONVERSATIONS" in flat and "SEALED" not in flat:
+            reads.append(flat)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        applied = await asyncio.gather(*(store.load(a.bot_data, slots[c], 100 + i) for i, c in enumerate(chats)))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert applied == [False] * len(chats)
+    assert 1 <= len(reads) <= 2, len(reads)  # not one each
+    theirs = a.deps.chats.peek(slots[other][0].pseudonym)
+    assert theirs is not None and theirs.draft is not None and theirs.draft.category == "rude"
+
+
 async def test_a_row_written_twice_in_one_batch_keeps_the_later_state(processes: tuple[Process, Process]) -> None:
     """A staff member's conversation saved from two chats at once lands in one batch: the
     second write compares with the version the first left, and is not taken for another

@@ -6,7 +6,7 @@ import html
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
 from bot.app import build_deps
@@ -247,3 +247,41 @@ def test_a_long_evidence_caption_follows_as_text(deps: Deps) -> None:
         assert visible_length(media["caption"]) <= TELEGRAM_CAPTION_LIMIT
         assert "CAPTIONEND" not in media["caption"]
         assert "CAPTIONEND" in follow["text"] and visible_length(follow["text"]) <= TELEGRAM_TEXT_LIMIT
+
+
+def test_a_new_tip_plans_its_steps_in_one_read_and_one_insert(deps: Deps, engine: Engine) -> None:
+    """The Submit's transaction plans both deadlines' reminders and escalations: one read of
+    the tokens planned already and one insert for all steps (a read, an ORM object and a
+    flush per step cost more CPU than the rest of the tip), and the tip is inserted with its
+    deadlines, not updated after."""
+    from sqlalchemy import event
+
+    from bot.services import deadlines
+    from storage.models import DueStep
+
+    seen: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        seen.append(" ".join(statement.split()).upper())
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        tip_id = submit(deps, tip_with_evidence())
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    on_steps = [s.split(" ")[0] for s in seen if "DUE_STEPS" in s]
+    assert on_steps == ["SELECT", "INSERT"], on_steps
+    assert not [s for s in seen if s.startswith("UPDATE TIPS")]
+    with deps.sessions.begin() as session:
+        tip = session.get(Tip, tip_id)
+        assert tip is not None
+        ack, outcome = deadlines.clocks(deps.config, tip.category, tip.created_at)
+        assert (tip.ack_due_at, tip.outcome_due_at) == (ack, outcome)
+        steps = session.scalars(select(DueStep).where(DueStep.tip_id == tip_id)).all()
+        kinds = sorted((s.deadline_kind, s.step) for s in steps)
+        assert ("ack", "escalate") in kinds and ("outcome", "escalate") in kinds
+        assert len({s.token for s in steps}) == len(steps) >= 2
+        assert all(s.deadline == (ack if s.deadline_kind == "ack" else outcome) for s in steps)
+        # Planned again (as a retried transaction would): nothing new.
+        deadlines.plan_clocks(session, deps.config, tip, tip.created_at)
+        assert session.scalar(select(func.count()).select_from(DueStep).where(DueStep.tip_id == tip_id)) == len(steps)

@@ -622,10 +622,11 @@ def test_recording_many_handled_updates_costs_a_few_statements(deps: Deps, engin
     assert stored[7000].processed_at is None and stored[7000].attempts == 1
     assert all(stored[7000 + i].processed_at is not None for i in range(1, chats))
     # One transaction: read the rows, the database's clock, one UPDATE per kind of change,
-    # the chats' waiting rows; not four statements per update (PostgreSQL adds one advisory
-    # lock per chat: bot/chatorder.py).
-    counted = [s for s in seen if "pg_advisory_xact_lock" not in s and s.strip().upper() not in ("BEGIN", "COMMIT")]
-    assert len(counted) <= 6, counted
+    # the chats' waiting rows; not four statements per update (PostgreSQL adds one statement
+    # taking every chat's advisory lock: bot/chatorder.py).
+    counted = [s for s in seen if s.strip().upper() not in ("BEGIN", "COMMIT")]
+    assert len(counted) <= (7 if is_postgres(engine) else 6), counted
+    assert len([s for s in seen if "pg_advisory_xact_lock" in s]) <= 1
 
 
 def test_a_crash_while_recording_a_batch_loses_nothing_and_handles_nothing_twice(
@@ -692,3 +693,37 @@ def test_journaling_a_batch_reads_the_waiting_rows_once(deps: Deps, engine: Engi
     reads = [s for s in seen if s.lstrip().upper().startswith("SELECT") and "update_journal" in s]
     # one read of every chat's waiting rows, and one more for the chat with a second update
     assert len(reads) == 2, reads
+    # the 29 chats with one update each: one INSERT; the chat with two: one INSERT each
+    inserts = [s for s in seen if s.lstrip().upper().startswith("INSERT INTO UPDATE_JOURNAL")]
+    assert len(inserts) == 3, inserts
+    assert len(rows(deps)) == 32
+
+
+def test_a_batch_of_chats_is_locked_in_one_statement(deps: Deps, engine: Engine) -> None:
+    """PostgreSQL: the advisory locks of a batch's chats are taken by one statement, in one
+    order, and all held until the transaction ends (another connection cannot take one)."""
+    if not is_postgres(engine):
+        pytest.skip("advisory locks: PostgreSQL only (SQLite is one process per database)")
+    from sqlalchemy import text as sql_text
+
+    from bot import chatorder
+
+    tags = [f"chat-tag-{i}" for i in range(12)]
+    seen, stop = _statements(engine)
+    try:
+        with deps.sessions.begin() as session:
+            chatorder.lock(session, tags)
+            assert len([s for s in seen if "pg_advisory_xact_lock" in s]) == 1
+            held = session.scalar(sql_text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                           "AND pid = pg_backend_pid() AND granted"))
+            assert held == len({chatorder._number(t) for t in tags})  # noqa: SLF001
+            with engine.connect() as other:
+                for tag in (tags[0], tags[-1]):
+                    assert other.scalar(sql_text("SELECT pg_try_advisory_lock(:ns, :n)"),
+                                        {"ns": chatorder.NAMESPACE, "n": chatorder._number(tag)}) is False  # noqa: SLF001
+    finally:
+        stop()  # type: ignore[operator]
+    with engine.connect() as other:  # released with the transaction
+        n = chatorder._number(tags[0])  # noqa: SLF001
+        assert other.scalar(sql_text("SELECT pg_try_advisory_lock(:ns, :n)"), {"ns": chatorder.NAMESPACE, "n": n})
+        other.execute(sql_text("SELECT pg_advisory_unlock(:ns, :n)"), {"ns": chatorder.NAMESPACE, "n": n})
