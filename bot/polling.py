@@ -254,15 +254,16 @@ class DurablePoller:
                 held = self._held_by_others(existing, db)
                 alone.append((update_id, data, chat, existing, held,
                               self._journal_row(update_id, data, existing, tags[chat], held, now, lease_until)))
+            def journaled(update_id: int, data: dict, chat: Any, existing: list[UpdateJournal], held: bool) -> None:
+                new_ids.add(update_id)
+                if not held:  # else another process has this chat: it takes the row up after the one it has
+                    fresh.extend(self._take(session, existing, db, lease_until))
+                    fresh.append(Entry(update_id, data, chat))
+
             made = self._insert_many(session, [values for *_, values in alone])
             for update_id, data, chat, existing, held, _ in alone:
-                if update_id not in made:  # delivered twice, handled already (maybe by another process)
-                    continue
-                new_ids.add(update_id)
-                if held:  # another process has this chat: it takes the row up after the one it has
-                    continue
-                fresh.extend(self._take(session, existing, db, lease_until))
-                fresh.append(Entry(update_id, data, chat))
+                if update_id in made:  # else delivered twice, handled already (maybe by another process)
+                    journaled(update_id, data, chat, existing, held)
             first_of_chat: set[tuple[str, int]] = set()
             for update_id, data, chat in prepared:
                 if once[chat] == 1:
@@ -278,16 +279,10 @@ class DurablePoller:
                 if any(r.update_id == update_id for r in existing):
                     continue  # delivered twice, still waiting
                 held = self._held_by_others(existing, db)
-                new = self._insert(session, UpdateJournal,
-                                   self._journal_row(update_id, data, existing, tags[chat], held, now, lease_until),
-                                   ["update_id"])
-                if not new:  # delivered twice, handled already (maybe by another process)
-                    continue
-                new_ids.add(update_id)
-                if held:  # another process has this chat: it takes the row up after the one it has
-                    continue
-                fresh.extend(self._take(session, existing, db, lease_until))
-                fresh.append(Entry(update_id, data, chat))
+                if self._insert(session, UpdateJournal,
+                                self._journal_row(update_id, data, existing, tags[chat], held, now, lease_until),
+                                ["update_id"]):  # else delivered twice, handled already
+                    journaled(update_id, data, chat, existing, held)
             if advance_offset:
                 next_offset = max(raw) + 1
                 self._insert(session, KeyValue, {"key": OFFSET_KEY, "value": str(next_offset)}, ["key"])
