@@ -35,7 +35,6 @@ import json
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -50,6 +49,7 @@ from bot.clock import Clock
 from bot.sealing import EphemeralKeys, KeyGone, SealError, key_id_of
 from bot.security import Keyring
 from bot.supervise import ThrottledLog
+from bot.together import Together
 from storage.db import is_postgres
 from storage.models import Conversation
 
@@ -114,10 +114,14 @@ class ConversationStore:
         self._dirty: dict[tuple[str, str], tuple[Slot, int]] = {}  # a write that failed: tried again
         self._applied: dict[tuple[str, str], list[int]] = {}  # update ids applied to each (latest last)
         self._version: dict[tuple[str, str], int] = {}  # the row's version as last read or written here
-        self._waiting: deque[tuple[list[Write], asyncio.Future[list[int | None | bool]]]] = deque()
-        self._writer: asyncio.Task[None] | None = None
-        self._asking: deque[tuple[set[str], asyncio.Future[dict[tuple[str, str], int]]]] = deque()
-        self._reader: asyncio.Task[None] | None = None
+        # The writes of the chats' updates handled at the same moment share one transaction
+        # (on SQLite one hold of the write lock and one flush to disk) instead of queueing
+        # for the lock one by one; each caller returns once its own rows are committed. Their
+        # version reads share one statement (the rows of the others' chats are ignored).
+        self._write_together: Together[list[Write], list[int | None | bool]] = Together(
+            self._write_batch, WRITE_BATCH, weight=len)
+        self._versions_together: Together[set[str], dict[tuple[str, str], int]] = Together(
+            self._versions_batch, WRITE_BATCH)
         self._tlog = ThrottledLog(log)
         self.skipped = 0  # updates found handled already (after a restart)
 
@@ -170,33 +174,6 @@ class ConversationStore:
                     self._take(bot_data, slot, *rows[slot.key])
         return self._was_applied(slots, update_id)
 
-    async def _versions_together(self, pseudonyms: set[str]) -> dict[tuple[str, str], int]:
-        """`_versions` in a worker thread, together with the other chats' updates that asked
-        meanwhile: one read (and one hop to a thread) for a batch of incoming updates instead
-        of one each. Each read starts after every caller in it asked, so none gets a version
-        older than its own call; the rows of the others' chats in the answer are ignored."""
-        done: asyncio.Future[dict[tuple[str, str], int]] = asyncio.get_running_loop().create_future()
-        self._asking.append((pseudonyms, done))
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.get_running_loop().create_task(self._read_versions())
-        return await done
-
-    async def _read_versions(self) -> None:
-        while self._asking:
-            batch = []
-            while self._asking and len(batch) < WRITE_BATCH:
-                batch.append(self._asking.popleft())
-            try:
-                versions = await asyncio.to_thread(self._versions, set().union(*(p for p, _ in batch)))
-            except Exception as exc:  # noqa: BLE001 - each caller's update fails, and is tried again
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for _, done in batch:
-                if not done.done():
-                    done.set_result(versions)
-
     def _take(self, bot_data: dict[str, Any], slot: Slot, version: int, sealed: str) -> None:
         """The row's state replaces this process's copy."""
         kind = KINDS[slot.kind]
@@ -222,6 +199,18 @@ class ConversationStore:
 
     def _was_applied(self, slots: list[Slot], update_id: int) -> bool:
         return any(update_id in self._applied.get(s.key, ()) for s in slots)
+
+    def _versions_batch(self, asked: list[set[str]]) -> list[dict[tuple[str, str], int]]:
+        versions = self._versions(set().union(*asked))
+        return [versions] * len(asked)
+
+    def _write_batch(self, batch: list[list[Write]]) -> list[list[int | None | bool]]:
+        outcome = self._write([w for writes in batch for w in writes])
+        out = []
+        for writes in batch:
+            out.append(outcome[:len(writes)])
+            outcome = outcome[len(writes):]
+        return out
 
     def _versions(self, pseudonyms: set[str]) -> dict[tuple[str, str], int]:
         with self.sessions.begin() as session:
@@ -255,34 +244,6 @@ class ConversationStore:
                 self._dirty[slot.key] = (slot, update_id)
             return
         self._written(writes, outcome)
-
-    async def _write_together(self, writes: list[Write]) -> list[int | None | bool]:
-        """`_write` in a worker thread, together with the writes of the other chats' updates
-        that came meanwhile: one transaction (on SQLite one hold of the write lock and one
-        flush to disk) for many updates instead of one each, which queued behind each other
-        for the lock. Each caller still returns only once its own rows are committed."""
-        done: asyncio.Future[list[int | None | bool]] = asyncio.get_running_loop().create_future()
-        self._waiting.append((writes, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_waiting())
-        return await done
-
-    async def _write_waiting(self) -> None:
-        while self._waiting:
-            batch: list[tuple[list[Write], asyncio.Future[list[int | None | bool]]]] = []
-            while self._waiting and sum(len(w) for w, _ in batch) < WRITE_BATCH:
-                batch.append(self._waiting.popleft())
-            try:
-                outcome = await asyncio.to_thread(self._write, [w for writes, _ in batch for w in writes])
-            except Exception as exc:  # noqa: BLE001 - each caller keeps its writes to try again
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for writes, done in batch:
-                if not done.done():
-                    done.set_result(outcome[:len(writes)])
-                outcome = outcome[len(writes):]
 
     def _written(self, writes: list[Write], outcome: list[int | None | bool]) -> None:
         """Record what `_write` did: a new version, None (deleted) or False (another process

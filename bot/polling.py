@@ -54,6 +54,7 @@ from bot.resealing import reseal_expired
 from bot.sealing import EphemeralKeys, SealError, key_id_of
 from bot.security import DecryptionError
 from bot.supervise import Backoff, LoopGaveUp, ThrottledLog, supervise
+from bot.together import Together
 from storage.db import checkpoint_truncate, db_now, is_postgres
 from storage.models import KeyValue, PendingReceipt, UpdateJournal
 
@@ -99,8 +100,8 @@ class DurablePoller:
         self._done_order: deque[int] = deque()
         self._next_offset: int | None = None
         self._attempts: dict[int, int] = {}  # failed runs here, to time the next sweep
-        self._to_finish: list[tuple[int, bool, asyncio.Future[tuple[str, list[Entry]]]]] = []
-        self._finisher: asyncio.Task[None] | None = None
+        self._finish_together: Together[tuple[int, bool], tuple[str, list[Entry]]] = Together(
+            lambda results: self.finish_many(results), FINISH_BATCH, name="tipline-journal-finish")
         self._owner_fd: int | None = None
         # How a dying loop is restarted (tests make it quick).
         self.restart_backoff: Callable[[], Backoff] = lambda: Backoff(base=1.0, cap=30.0)
@@ -620,25 +621,7 @@ class DurablePoller:
         """Record a handled update with the others finishing meanwhile (a group commit):
         the first waits for nobody; those that finish while its transaction runs go
         together in the next one (`finish_many`), at most FINISH_BATCH at a time."""
-        future: asyncio.Future[tuple[str, list[Entry]]] = asyncio.get_running_loop().create_future()
-        self._to_finish.append((update_id, failed, future))
-        if self._finisher is None or self._finisher.done():
-            self._finisher = asyncio.create_task(self._finish_batches(), name="tipline-journal-finish")
-        return await future
-
-    async def _finish_batches(self) -> None:
-        while self._to_finish:
-            batch, self._to_finish = self._to_finish[:FINISH_BATCH], self._to_finish[FINISH_BATCH:]
-            try:
-                answers = await asyncio.to_thread(self.finish_many, [(u, f) for u, f, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - each waiter retries (_record)
-                for *_, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (*_, future), answer in zip(batch, answers):
-                if not future.done():
-                    future.set_result(answer)
+        return await self._finish_together((update_id, failed))
 
     # loops ---------------------------------------------------------------------------------
     async def run(self, fetch: bool = True) -> None:
@@ -678,7 +661,8 @@ class DurablePoller:
                             .values(claimed_by=None, lease_until=None))
 
     async def _cancel(self, sweeper: asyncio.Task[None]) -> None:
-        tasks = [sweeper, *self._runners.values(), *([self._finisher] if self._finisher else [])]
+        finisher = self._finish_together.task
+        tasks = [sweeper, *self._runners.values(), *([finisher] if finisher else [])]
         for task in tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
