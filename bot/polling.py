@@ -36,8 +36,8 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import BigInteger, Engine, cast, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -179,12 +179,7 @@ class DurablePoller:
 
     def _insert(self, session, model, values: dict, conflict_on: list[str]) -> bool:  # type: ignore[no-untyped-def]
         """INSERT ... ON CONFLICT DO NOTHING; True if the row was new."""
-        maker = postgresql.insert if is_postgres(session) else sqlite.insert
-        # On the table, not the ORM entity: an ORM-enabled INSERT goes through the bulk-insert
-        # machinery, two thirds of journaling an update's CPU, for a row nothing loads here.
-        table = model.__table__
-        stmt = maker(table).values(**values).on_conflict_do_nothing(index_elements=conflict_on)
-        return session.execute(stmt.returning(table.c[conflict_on[0]])).first() is not None
+        return bool(self._insert_many(session, model, [values], conflict_on))
 
     def _journal_row(self, update_id: int, data: dict, existing: list[UpdateJournal], tags: list[str], held: bool,
                      now: datetime, lease_until: datetime) -> dict[str, Any]:
@@ -197,17 +192,18 @@ class DurablePoller:
             "chat_key": existing[0].chat_key if existing else tags[0],
         }
 
-    def _insert_many(self, session, rows: list[dict[str, Any]]) -> set[int]:  # type: ignore[no-untyped-def]
-        """The journal rows, ON CONFLICT DO NOTHING, in one statement per hundred; the ids that
-        were new (the others were journaled before: delivered twice)."""
-        if not rows:
-            return set()
+    @staticmethod
+    def _insert_many(session, model, rows: list[dict[str, Any]], conflict_on: list[str]) -> set[Any]:  # type: ignore[no-untyped-def]
+        """INSERT ... ON CONFLICT DO NOTHING, one statement per hundred rows; the values of
+        `conflict_on`'s first column in the rows that were new. On the table, not the ORM
+        entity: an ORM-enabled INSERT goes through the bulk-insert machinery, two thirds of
+        journaling an update's CPU, for rows nothing loads here."""
         maker = postgresql.insert if is_postgres(session) else sqlite.insert
-        table = UpdateJournal.__table__
-        made: set[int] = set()
+        table = model.__table__
+        made: set[Any] = set()
         for start in range(0, len(rows), 100):  # well under SQLite's limit of bound parameters
             stmt = (maker(table).values(rows[start:start + 100])
-                    .on_conflict_do_nothing(index_elements=["update_id"]).returning(table.c.update_id))
+                    .on_conflict_do_nothing(index_elements=conflict_on).returning(table.c[conflict_on[0]]))
             made.update(session.scalars(stmt))
         return made
 
@@ -245,23 +241,28 @@ class DurablePoller:
             # A chat with one update in the batch (nearly all of them): its row is decided from
             # the waiting rows read above, and all such rows go in one INSERT, not one each.
             once = Counter(chat for _, _, chat in prepared)
+
+            def waiting_of(chat: Any) -> list[UpdateJournal]:
+                return sorted((r for t in tags[chat] for r in waiting.get(t, ())), key=lambda r: r.update_id)
+
             alone: list[tuple[int, dict, Any, list[UpdateJournal], bool, dict]] = []
             for update_id, data, chat in prepared:
                 if once[chat] != 1:
                     continue
-                existing = sorted((r for t in tags[chat] for r in waiting.get(t, ())), key=lambda r: r.update_id)
+                existing = waiting_of(chat)
                 if any(r.update_id == update_id for r in existing):
                     continue  # delivered twice, still waiting
                 held = self._held_by_others(existing, db)
                 alone.append((update_id, data, chat, existing, held,
                               self._journal_row(update_id, data, existing, tags[chat], held, now, lease_until)))
+
             def journaled(update_id: int, data: dict, chat: Any, existing: list[UpdateJournal], held: bool) -> None:
                 new_ids.add(update_id)
                 if not held:  # else another process has this chat: it takes the row up after the one it has
                     fresh.extend(self._take(session, existing, db, lease_until))
                     fresh.append(Entry(update_id, data, chat))
 
-            made = self._insert_many(session, [values for *_, values in alone])
+            made = self._insert_many(session, UpdateJournal, [values for *_, values in alone], ["update_id"])
             for update_id, data, chat, existing, held, _ in alone:
                 if update_id in made:  # else delivered twice, handled already (maybe by another process)
                     journaled(update_id, data, chat, existing, held)
@@ -271,7 +272,7 @@ class DurablePoller:
                     continue
                 if chat not in first_of_chat:
                     first_of_chat.add(chat)
-                    existing = sorted((r for t in tags[chat] for r in waiting.get(t, ())), key=lambda r: r.update_id)
+                    existing = waiting_of(chat)
                 else:
                     existing = list(session.scalars(
                         select(UpdateJournal).where(UpdateJournal.chat_key.in_(tags[chat]),

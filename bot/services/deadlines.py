@@ -75,8 +75,8 @@ def clocks(config: Config, category: str, started_at: datetime) -> tuple[datetim
     """A tip's (acknowledgement, outcome) deadlines for clocks started at `started_at`:
     known before the tip is inserted, so it is inserted with them."""
     calendar = calendar_for(config)
-    return tuple(deadline_for(kind, started_at, policy_for(config, category, kind), calendar)  # type: ignore[return-value]
-                 for kind in ("ack", "outcome"))
+    return (deadline_for("ack", started_at, policy_for(config, category, "ack"), calendar),
+            deadline_for("outcome", started_at, policy_for(config, category, "outcome"), calendar))
 
 
 def plan_clocks(session: Session, config: Config, tip: Tip, not_before: datetime) -> None:

@@ -727,3 +727,18 @@ def test_a_batch_of_chats_is_locked_in_one_statement(deps: Deps, engine: Engine)
         n = chatorder._number(tags[0])  # noqa: SLF001
         assert other.scalar(sql_text("SELECT pg_try_advisory_lock(:ns, :n)"), {"ns": chatorder.NAMESPACE, "n": n})
         other.execute(sql_text("SELECT pg_advisory_unlock(:ns, :n)"), {"ns": chatorder.NAMESPACE, "n": n})
+
+
+def test_an_update_handled_already_comes_again_beside_another_of_its_chat(deps: Deps) -> None:
+    """A chat with two updates in one batch is journaled update by update; one of them,
+    handled already, is found by its conflict and neither journaled nor handled again."""
+    poller, _ = make_poller(deps)
+    assert [e.update_id for e in poller.journal([update(7400, chat_id=CHAT_ID)], advance_offset=False)] == [7400]
+    poller.finish_many([(7400, False)])
+    fresh, new_ids = poller.journal_batch([update(7400, chat_id=CHAT_ID), update(7401, chat_id=CHAT_ID)],
+                                          advance_offset=False)
+    assert [e.update_id for e in fresh] == [7401] and new_ids == {7401}
+    # and a single-update chat's redelivery, through the batch's one INSERT
+    poller.finish_many([(7401, False)])
+    fresh, new_ids = poller.journal_batch([update(7401, chat_id=CHAT_ID)], advance_offset=False)
+    assert fresh == [] and new_ids == set()
